@@ -1,0 +1,94 @@
+-- Which policy governs an execution, and which FIFO lane it waits in.
+
+create or replace function usher.effective_policy(p_action_ref text)
+returns usher.policies
+language sql
+stable
+as $$
+  select p.*
+  from usher.policies p
+  where p.enabled
+    and (p.action_ref = p_action_ref
+      or p.pack_ref = split_part(p_action_ref, '.', 1)
+      or (p.action_ref is null and p.pack_ref is null))
+  order by (p.action_ref is not null) desc,
+    (p.pack_ref is not null) desc,
+    p.priority desc,
+    p.created_at desc,
+    p.id desc
+  limit 1
+$$;
+
+comment on function usher.effective_policy(text) is
+  'The enabled policy that governs new executions of an action: narrowest scope (action, pack, global), then highest priority, then newest. All columns null when none.';
+
+create or replace function usher.lane_key_for(p_policy usher.policies, p_params jsonb)
+returns text
+language sql
+immutable
+as $$
+  select case
+    when p_policy.id is null then null
+    else
+      case
+        when p_policy.action_ref is not null then 'action:' || p_policy.action_ref
+        when p_policy.pack_ref is not null then 'pack:' || p_policy.pack_ref
+        else 'global'
+      end
+      || case
+        when cardinality(p_policy.parameters) = 0 then ''
+        else '#' || (
+          select jsonb_agg(p_params #> string_to_array(t.path, '.') order by t.ord)
+          from unnest(p_policy.parameters) with ordinality as t (path, ord)
+        )::text
+      end
+  end
+$$;
+
+comment on function usher.lane_key_for(usher.policies, jsonb) is
+  'Lane of an execution under a policy: the policy scope, plus the values of its grouping parameters (missing paths count as null).';
+
+-- The lane key names its scope, so a lane keeps following whatever policy governs that scope now:
+-- raising, lowering, disabling or replacing a policy applies to executions already waiting.
+create or replace function usher.lane_policy(p_lane_key text)
+returns usher.policies
+language sql
+stable
+as $$
+  select p.*
+  from usher.policies p
+  where p.enabled
+    and case split_part(split_part(p_lane_key, '#', 1), ':', 1)
+      when 'action' then p.action_ref = split_part(split_part(p_lane_key, '#', 1), ':', 2)
+      when 'pack' then p.pack_ref = split_part(split_part(p_lane_key, '#', 1), ':', 2)
+      when 'global' then p.action_ref is null and p.pack_ref is null
+      else false
+    end
+  order by p.priority desc, p.created_at desc, p.id desc
+  limit 1
+$$;
+
+comment on function usher.lane_policy(text) is
+  'The enabled policy now in force for a lane''s scope. All columns null when none: the lane then has no slot limit and drains.';
+
+create or replace function usher.notify_ids(p_channel text, p_ids bigint[])
+returns void
+language plpgsql
+as $$
+declare
+  v_payload text;
+begin
+  if coalesce(cardinality(p_ids), 0) = 0 then
+    return;
+  end if;
+  v_payload := array_to_string(p_ids, ',');
+  -- NOTIFY payloads are capped at 8000 bytes; an empty payload means "several, re-read the table".
+  if octet_length(v_payload) > 7900 then
+    v_payload := '';
+  end if;
+  perform pg_notify(p_channel, v_payload);
+end
+$$;
+
+comment on function usher.notify_ids(text, bigint[]) is
+  'One NOTIFY on a channel with comma-separated execution ids (empty when too many to fit). Payloads are hints, never state.';

@@ -1,0 +1,136 @@
+-- Enqueue is a plain INSERT into usher.executions. These triggers validate the row, place it in
+-- its lane and wake the executor once per statement, without touching any shared row, so
+-- concurrent producers never wait on each other and a rolled-back insert leaves nothing.
+
+create or replace function usher.prepare_execution()
+returns trigger
+language plpgsql
+as $$
+declare
+  v_action usher.actions;
+  v_policy usher.policies;
+begin
+  if new.status is distinct from 'requested' then
+    raise exception 'usher.executions: status is set by Usher; insert without it (got %)', quote_nullable(new.status)
+      using errcode = 'check_violation', constraint = 'executions_insert_status_is_requested',
+        hint = 'Omit the status column: new executions start as requested.';
+  end if;
+  if num_nonnulls(new.lane_key, new.result, new.error, new.worker_id, new.lease_token, new.lease_expires_at,
+      new.scheduled_at, new.started_at, new.completed_at) > 0
+    or new.attempt <> 0 then
+    raise exception 'usher.executions: lane_key, result, error, worker_id, lease_token, lease_expires_at, scheduled_at, started_at, completed_at and attempt are set by Usher; insert without them'
+      using errcode = 'check_violation', constraint = 'executions_insert_managed_columns_unset';
+  end if;
+  if new.params is not null and jsonb_typeof(new.params) <> 'object' then
+    raise exception 'usher.executions: params must be a JSON object, got a JSON %', jsonb_typeof(new.params)
+      using errcode = 'check_violation', constraint = 'executions_params_is_object';
+  end if;
+
+  select * into v_action from usher.actions a where a.ref = new.action_ref;
+  if not found then
+    raise exception 'usher.executions: unknown action %', quote_nullable(new.action_ref)
+      using errcode = 'foreign_key_violation', constraint = 'executions_action_ref_exists',
+        hint = 'Register the action (start a worker that has its handler, or INSERT INTO usher.actions).';
+  end if;
+  if not v_action.enabled then
+    raise exception 'usher.executions: action % is disabled', new.action_ref
+      using errcode = 'object_not_in_prerequisite_state', constraint = 'executions_action_ref_enabled';
+  end if;
+
+  new.timeout_seconds := coalesce(new.timeout_seconds, v_action.timeout_seconds);
+  v_policy := usher.effective_policy(new.action_ref);
+  new.lane_key := usher.lane_key_for(v_policy, new.params);
+  new.created_at := clock_timestamp();
+  new.updated_at := new.created_at;
+  if new.lane_key is null then
+    -- No policy governs this action: no slot to wait for, so it is admitted at once.
+    new.status := 'scheduled';
+    new.scheduled_at := new.created_at;
+  end if;
+  return new;
+end
+$$;
+
+comment on function usher.prepare_execution() is
+  'BEFORE INSERT on usher.executions: validates the row, fills defaults and picks its lane.';
+
+create or replace trigger executions_prepare
+  before insert on usher.executions
+  for each row execute function usher.prepare_execution();
+
+create or replace function usher.announce_inserted_executions()
+returns trigger
+language plpgsql
+as $$
+begin
+  -- Identical notifications within a transaction are folded into one by Postgres.
+  if exists (select 1 from inserted where status = 'requested') then
+    perform pg_notify('usher.execution_requested', '');
+  end if;
+  if exists (select 1 from inserted where status = 'scheduled') then
+    perform pg_notify('usher.execution_scheduled', '');
+  end if;
+  return null;
+end
+$$;
+
+comment on function usher.announce_inserted_executions() is
+  'AFTER INSERT (per statement) on usher.executions: wakes the executor, or the workers for executions admitted on insert.';
+
+create or replace trigger executions_announce_inserted
+  after insert on usher.executions
+  referencing new table as inserted
+  for each statement execute function usher.announce_inserted_executions();
+
+create or replace function usher.touch_updated_at()
+returns trigger
+language plpgsql
+as $$
+begin
+  new.updated_at := now();
+  return new;
+end
+$$;
+
+create or replace trigger actions_touch_updated_at
+  before update on usher.actions
+  for each row execute function usher.touch_updated_at();
+
+create or replace trigger policies_touch_updated_at
+  before update on usher.policies
+  for each row execute function usher.touch_updated_at();
+
+create or replace function usher.announce_policy_change()
+returns trigger
+language plpgsql
+as $$
+begin
+  perform pg_notify('usher.policy_changed', '');
+  return null;
+end
+$$;
+
+comment on function usher.announce_policy_change() is
+  'Wakes the executor when policies change, so a raised threshold admits waiting executions at once.';
+
+create or replace trigger policies_announce_change
+  after insert or update or delete on usher.policies
+  for each statement execute function usher.announce_policy_change();
+
+create or replace function usher.enqueue(
+  p_action_ref text,
+  p_params jsonb default '{}',
+  p_timeout_seconds integer default null,
+  p_parent_id bigint default null,
+  p_enforcement_id bigint default null
+)
+returns usher.executions
+language sql
+as $$
+  insert into usher.executions (action_ref, params, timeout_seconds, parent_id, enforcement_id)
+  values (p_action_ref, coalesce(p_params, '{}'), p_timeout_seconds, p_parent_id, p_enforcement_id)
+  returning *
+$$;
+
+comment on function usher.enqueue(text, jsonb, integer, bigint, bigint) is
+  'Same as INSERT INTO usher.executions, returning the new row.';

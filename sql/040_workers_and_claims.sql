@@ -1,0 +1,132 @@
+-- Workers: registration, heartbeats with lease renewal, and claiming admitted executions.
+-- All lease arithmetic uses the database clock.
+
+create or replace function usher.register_worker(
+  p_name text,
+  p_host text,
+  p_pid integer,
+  p_actions jsonb,
+  p_concurrency integer
+)
+returns bigint
+language plpgsql
+as $$
+declare
+  v_worker_id bigint;
+begin
+  -- Existing actions keep what operators set on them; only new ones take the handler's defaults.
+  insert into usher.actions (ref, description, timeout_seconds)
+  select a.ref, a.description, coalesce(a.timeout_seconds, 600)
+  from jsonb_to_recordset(p_actions) as a (ref text, description text, timeout_seconds integer)
+  on conflict (ref) do nothing;
+
+  insert into usher.workers (name, host, pid, actions, concurrency)
+  select p_name, p_host, p_pid, array(select a ->> 'ref' from jsonb_array_elements(p_actions) a), p_concurrency
+  returning id into v_worker_id;
+  return v_worker_id;
+end
+$$;
+
+comment on function usher.register_worker(text, text, integer, jsonb, integer) is
+  'Registers a worker process and the actions it runs ([{ref, description, timeout_seconds}]); returns its id.';
+
+create or replace function usher.heartbeat_worker(
+  p_worker_id bigint,
+  p_execution_ids bigint[],
+  p_lease_tokens uuid[],
+  p_lease_seconds integer
+)
+returns table (execution_id bigint, lease_token uuid, status text, lease_expires_at timestamptz)
+language plpgsql
+as $$
+begin
+  update usher.workers w
+  set heartbeat_at = now(),
+    status = 'active'
+  where w.id = p_worker_id;
+
+  return query
+  update usher.executions e
+  set lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
+  where e.id = any(p_execution_ids)
+    and e.lease_token = any(p_lease_tokens)
+    and e.status in ('running', 'canceling')
+  returning e.id, e.lease_token, e.status, e.lease_expires_at;
+end
+$$;
+
+comment on function usher.heartbeat_worker(bigint, bigint[], uuid[], integer) is
+  'Marks a worker alive and renews the leases it still holds. Returns those leases with their status; a lease missing from the answer is lost, and canceling means abort the handler.';
+
+create or replace function usher.stop_worker(p_worker_id bigint)
+returns void
+language sql
+as $$
+  update usher.workers
+  set status = 'stopped',
+    stopped_at = now(),
+    heartbeat_at = now()
+  where id = p_worker_id
+$$;
+
+comment on function usher.stop_worker(bigint) is 'Marks a worker as shut down gracefully.';
+
+create or replace function usher.mark_lost_workers(p_silent_seconds integer)
+returns integer
+language sql
+as $$
+  with lost as (
+    update usher.workers
+    set status = 'lost',
+      stopped_at = now()
+    where status = 'active'
+      and heartbeat_at < now() - make_interval(secs => p_silent_seconds)
+    returning id
+  )
+  select count(*)::integer from lost
+$$;
+
+comment on function usher.mark_lost_workers(integer) is
+  'Marks workers whose heartbeat is older than the given seconds as lost. Their executions come back through lease expiry.';
+
+create or replace function usher.claim_scheduled(
+  p_worker_id bigint,
+  p_action_refs text[],
+  p_limit integer,
+  p_lease_seconds integer
+)
+returns table (
+  id bigint,
+  action_ref text,
+  params jsonb,
+  attempt integer,
+  lease_token uuid,
+  timeout_seconds integer,
+  lease_expires_at timestamptz
+)
+language sql
+as $$
+  with picked as (
+    select e.id
+    from usher.executions e
+    where e.status = 'scheduled'
+      and e.action_ref = any(p_action_refs)
+    order by e.id
+    limit p_limit
+    for update skip locked
+  )
+  update usher.executions e
+  set status = 'running',
+    worker_id = p_worker_id,
+    attempt = e.attempt + 1,
+    lease_token = gen_random_uuid(),
+    lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
+    started_at = clock_timestamp(),
+    updated_at = clock_timestamp()
+  from picked
+  where e.id = picked.id
+  returning e.id, e.action_ref, e.params, e.attempt, e.lease_token, e.timeout_seconds, e.lease_expires_at
+$$;
+
+comment on function usher.claim_scheduled(bigint, text[], integer, integer) is
+  'Claims up to p_limit admitted executions of the given actions, oldest first, each with a fresh lease token. Slots were taken at admission, so claims never touch lane rows.';

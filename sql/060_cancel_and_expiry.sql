@@ -1,0 +1,147 @@
+-- Cancelling executions, and ending those whose worker stopped answering.
+
+create or replace function usher.cancel_execution(p_id bigint, p_reason text default null)
+returns table (id bigint, status text, changed boolean)
+language plpgsql
+as $$
+declare
+  v_lane_key text;
+  v_status text;
+  v_now timestamptz := clock_timestamp();
+  v_result jsonb := jsonb_build_object('reason', coalesce(p_reason, 'cancelled by request'));
+begin
+  select e.lane_key into v_lane_key from usher.executions e where e.id = p_id;
+  if not found then
+    return;
+  end if;
+
+  -- Waiting: holds no slot, so no lane lock is needed.
+  update usher.executions e
+  set status = 'cancelled', result = v_result, completed_at = v_now, updated_at = v_now
+  where e.id = p_id and e.status = 'requested'
+  returning e.status into v_status;
+  if found then
+    perform pg_notify('usher.execution_completed', p_id::text);
+    return query select p_id, v_status, true;
+    return;
+  end if;
+
+  if v_lane_key is not null then
+    perform usher.lock_lane(v_lane_key);
+  end if;
+
+  -- Admitted but not claimed: ends now and gives its slot to the next in line.
+  update usher.executions e
+  set status = 'cancelled', result = v_result, completed_at = v_now, updated_at = v_now
+  where e.id = p_id and e.status = 'scheduled'
+  returning e.status into v_status;
+  if found then
+    if v_lane_key is not null then
+      perform usher.release_slot(v_lane_key);
+    end if;
+    perform pg_notify('usher.execution_completed', p_id::text);
+    return query select p_id, v_status, true;
+    return;
+  end if;
+
+  -- Running: the worker aborts the handler and reports; the slot is held until then (or until the lease expires).
+  update usher.executions e
+  set status = 'canceling', result = v_result, updated_at = v_now
+  where e.id = p_id and e.status = 'running'
+  returning e.status into v_status;
+  if found then
+    perform pg_notify('usher.execution_canceling', p_id::text);
+    return query select p_id, v_status, true;
+    return;
+  end if;
+
+  return query select e.id, e.status, false from usher.executions e where e.id = p_id;
+end
+$$;
+
+comment on function usher.cancel_execution(bigint, text) is
+  'Cancels an execution: waiting or admitted ones end cancelled at once (an admitted one frees its slot for the next), a running one becomes canceling until its worker stops it. Returns its status and whether this call changed it; no row for an unknown id.';
+
+create or replace function usher.expire_running_executions(p_timeout_grace_seconds integer, p_limit integer default 500)
+returns integer
+language plpgsql
+as $$
+declare
+  v_row record;
+  v_now timestamptz;
+  v_ids bigint[] := '{}';
+begin
+  -- Lanes are locked in lane_key order, so concurrent sweeps cannot deadlock.
+  for v_row in
+    select e.id, e.lane_key, e.lease_token
+    from usher.executions e
+    where e.status in ('running', 'canceling')
+      and (e.lease_expires_at < clock_timestamp()
+        or e.started_at + make_interval(secs => e.timeout_seconds + p_timeout_grace_seconds) < clock_timestamp())
+    order by e.lane_key nulls last, e.id
+    limit p_limit
+  loop
+    if v_row.lane_key is not null then
+      perform usher.lock_lane(v_row.lane_key);
+    end if;
+    v_now := clock_timestamp();
+    update usher.executions e
+    set status = case
+        when e.status = 'canceling' then 'cancelled'
+        when e.lease_expires_at < v_now then 'abandoned'
+        else 'timeout'
+      end,
+      error = case
+        when e.status = 'canceling' then 'worker stopped before confirming the cancel'
+        when e.lease_expires_at < v_now then format('lease expired: worker %s stopped renewing it', e.worker_id)
+        else format('ran past timeout_seconds = %s and its worker did not stop it', e.timeout_seconds)
+      end,
+      completed_at = v_now,
+      updated_at = v_now,
+      lease_token = null,
+      lease_expires_at = null
+    where e.id = v_row.id
+      and e.lease_token = v_row.lease_token
+      and e.status in ('running', 'canceling')
+      and (e.lease_expires_at < v_now
+        or e.started_at + make_interval(secs => e.timeout_seconds + p_timeout_grace_seconds) < v_now);
+    if found then
+      if v_row.lane_key is not null then
+        perform usher.release_slot(v_row.lane_key);
+      end if;
+      v_ids := v_ids || v_row.id;
+    end if;
+  end loop;
+  perform usher.notify_ids('usher.execution_completed', v_ids);
+  return cardinality(v_ids);
+end
+$$;
+
+comment on function usher.expire_running_executions(integer, integer) is
+  'Executor sweep: ends running executions whose lease expired (abandoned) or that overran timeout_seconds plus a grace (timeout), releasing their slots. Re-checks the lease token under the lane lock, so a worker''s own mark always wins a race.';
+
+create or replace function usher.delete_idle_lanes(p_idle_seconds integer default 60)
+returns integer
+language sql
+as $$
+  with idle as (
+    select l.lane_key
+    from usher.lanes l
+    where l.active_count = 0
+      and l.updated_at < now() - make_interval(secs => p_idle_seconds)
+      and not exists (
+        select 1 from usher.executions e where e.lane_key = l.lane_key and e.status = 'requested')
+    for update skip locked
+  ),
+  deleted as (
+    delete from usher.lanes l
+    using idle
+    where l.lane_key = idle.lane_key
+      and l.active_count = 0
+    returning l.lane_key
+  )
+  select count(*)::integer from deleted
+$$;
+
+comment on function usher.delete_idle_lanes(integer) is
+  'Removes lane rows with no slot held and nothing waiting; admission recreates a lane when it is needed again.';

@@ -1,0 +1,103 @@
+-- Views for psql, and the invariant check.
+
+create or replace view usher.queue_stats as
+select
+  a.ref as action_ref,
+  count(e.id) filter (where e.status = 'requested') as queue_length,
+  count(e.id) filter (where e.status in ('scheduled', 'running', 'canceling')) as active_count,
+  (usher.effective_policy(a.ref)).threshold as max_concurrent,
+  min(e.created_at) filter (where e.status = 'requested') as oldest_enqueued_at,
+  count(e.id) as total_enqueued,
+  count(e.id) filter (where e.status = 'completed') as total_completed,
+  greatest(a.updated_at, max(e.updated_at)) as last_updated
+from usher.actions a
+left join usher.executions e on e.action_ref = a.ref
+group by a.ref, a.updated_at;
+
+comment on view usher.queue_stats is
+  'One row per action, computed from usher.executions: waiting (queue_length), holding a slot (active_count), the threshold of the policy that governs new executions (max_concurrent, null = no limit), and totals.';
+comment on column usher.queue_stats.queue_length is 'Executions waiting in a lane (requested).';
+comment on column usher.queue_stats.active_count is 'Executions holding a slot: scheduled, running or canceling.';
+comment on column usher.queue_stats.max_concurrent is 'Threshold of the effective policy per lane; null when no policy limits it.';
+comment on column usher.queue_stats.total_completed is 'Executions that ended with status completed.';
+
+create or replace view usher.lane_stats as
+with waiting as (
+  select e.lane_key, count(*) as queue_length, min(e.created_at) as oldest_enqueued_at
+  from usher.executions e
+  where e.status = 'requested'
+    and e.lane_key is not null
+  group by e.lane_key
+)
+select
+  k.lane_key,
+  split_part(split_part(k.lane_key, '#', 1), ':', 1) as scope,
+  nullif(split_part(split_part(k.lane_key, '#', 1), ':', 2), '') as scope_ref,
+  nullif(substr(k.lane_key, strpos(k.lane_key, '#') + 1), k.lane_key)::jsonb as group_key,
+  coalesce(w.queue_length, 0) as queue_length,
+  coalesce(l.active_count, 0) as active_count,
+  p.threshold,
+  p.ref as policy_ref,
+  w.oldest_enqueued_at,
+  l.total_admitted
+from (select lane_key from usher.lanes union select lane_key from waiting) k
+left join usher.lanes l on l.lane_key = k.lane_key
+left join waiting w on w.lane_key = k.lane_key
+left join lateral usher.lane_policy(k.lane_key) p on true;
+
+comment on view usher.lane_stats is
+  'One row per FIFO lane: its scope, group values, waiting and active counts, and the policy in force.';
+
+create or replace function usher.check_invariants()
+returns table (lane_key text, problem text, detail text)
+language sql
+stable
+as $$
+  with holding as (
+    select e.lane_key, count(*) as holders, max(e.scheduled_at) as last_admitted_at
+    from usher.executions e
+    where e.status in ('scheduled', 'running', 'canceling')
+      and e.lane_key is not null
+    group by e.lane_key
+  ),
+  compared as (
+    select coalesce(l.lane_key, h.lane_key) as lane_key,
+      coalesce(l.active_count, 0) as counted,
+      coalesce(h.holders, 0) as holders,
+      h.last_admitted_at
+    from usher.lanes l
+    full join holding h on h.lane_key = l.lane_key
+  )
+  select c.lane_key, 'slot_count_mismatch',
+    format('lanes.active_count is %s but %s executions hold a slot', c.counted, c.holders)
+  from compared c
+  where c.counted <> c.holders
+  union all
+  -- Over the threshold is only a fault if something was admitted after the threshold was last
+  -- changed: lowering it lets the running ones finish.
+  select c.lane_key, 'over_threshold',
+    format('%s executions hold a slot, threshold is %s (policy %s)', c.holders, p.threshold, p.ref)
+  from compared c
+  cross join lateral usher.lane_policy(c.lane_key) p
+  where p.threshold is not null
+    and c.holders > p.threshold
+    and c.last_admitted_at >= p.updated_at
+  union all
+  select e.lane_key, 'admitted_past_older_waiting',
+    format('execution %s is waiting while newer execution %s of the same lane holds a slot', e.id, newer.id)
+  from usher.executions e
+  cross join lateral (
+    select n.id from usher.executions n
+    where n.lane_key = e.lane_key
+      and n.id > e.id
+      and n.status in ('scheduled', 'running', 'canceling')
+      and n.scheduled_at > e.created_at
+    order by n.id
+    limit 1
+  ) newer
+  where e.status = 'requested'
+    and e.lane_key is not null
+$$;
+
+comment on function usher.check_invariants() is
+  'Returns one row per broken invariant (none when all hold): slot counters equal to the executions holding slots, no lane admitted past its threshold, no execution admitted while an older one of its lane, already enqueued, waits.';

@@ -1,0 +1,98 @@
+/**
+ * A dedicated LISTEN connection that reconnects by itself. NOTIFY is only a hint: after every
+ * (re)connect `onConnected` runs so the caller rescans the tables for whatever it missed.
+ */
+import pg from 'pg';
+import { backoffMs, delay } from '../backoff.ts';
+import type { Logger } from '../log.ts';
+
+export interface ListenerOptions {
+  readonly url: string;
+  readonly applicationName: string;
+  readonly channels: readonly string[];
+  readonly onNotification: (channel: string, payload: string) => void;
+  readonly onConnected: () => void;
+  /** How often the connection is checked with a query, to find half-open sockets. */
+  readonly pingIntervalMs?: number;
+}
+
+export class Listener {
+  private client: pg.Client | undefined;
+  private readonly stopping = new AbortController();
+  private running: Promise<void> | undefined;
+
+  constructor(private readonly options: ListenerOptions, private readonly log: Logger) {}
+
+  start(): void {
+    this.running ??= this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    await this.client?.end().catch(() => undefined);
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping.signal.aborted) {
+      try {
+        const connection = await this.connect();
+        failures = 0;
+        await connection.closed;
+      } catch (error) {
+        failures += 1;
+        this.log.warn({ event: 'listener:connect_failed', err: error, failures }, 'LISTEN connection failed');
+      }
+      if (this.stopping.signal.aborted) break;
+      const wait = backoffMs(failures + 1);
+      this.log.warn({ event: 'listener:reconnecting', in_ms: wait }, 'LISTEN connection lost, reconnecting');
+      await delay(wait, this.stopping.signal);
+    }
+  }
+
+  /** Connects and listens; `closed` settles when the connection is gone. */
+  private async connect(): Promise<{ closed: Promise<void> }> {
+    const client = new pg.Client({
+      connectionString: this.options.url,
+      application_name: this.options.applicationName,
+      keepAlive: true,
+      connectionTimeoutMillis: 10_000,
+    });
+    let markClosed: () => void = () => undefined;
+    const closed = new Promise<void>((resolve) => {
+      markClosed = resolve;
+    });
+    client.on('error', (error) => {
+      this.log.warn({ event: 'listener:error', err: error }, 'LISTEN connection error');
+      markClosed();
+    });
+    client.on('end', () => markClosed());
+    client.on('notification', (message) => this.options.onNotification(message.channel, message.payload ?? ''));
+    this.client = client;
+    try {
+      await client.connect();
+      for (const channel of this.options.channels) {
+        await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+      }
+    } catch (error) {
+      client.end().catch(() => undefined);
+      throw error;
+    }
+    this.log.debug({ event: 'listener:connected', channels: this.options.channels }, 'listening');
+    this.options.onConnected();
+
+    const ping = setInterval(() => {
+      client.query('select 1').catch(() => {
+        markClosed();
+      });
+    }, this.options.pingIntervalMs ?? 15_000);
+    return {
+      closed: closed.finally(() => {
+        clearInterval(ping);
+        client.end().catch(() => undefined);
+        if (this.client === client) this.client = undefined;
+      }),
+    };
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Applies migrations/ (numbered, forward-only, each once) and then sql/ (functions, triggers and
+ * views, re-applied every time), all in one transaction under an advisory lock, so any number of
+ * processes may migrate at once and the schema never shows half-applied.
+ */
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { UsherError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+export const migrationsDir = `${root}migrations`;
+export const sqlDir = `${root}sql`;
+
+const migrationName = /^(\d{4})_[a-z0-9_]+\.sql$/;
+
+export interface MigrateResult {
+  /** Migrations applied by this call, in order. */
+  readonly applied: string[];
+  /** The newest migration now in the database. */
+  readonly version: string | undefined;
+}
+
+async function sqlFiles(dir: string, pattern: RegExp): Promise<{ name: string; text: string }[]> {
+  const names = (await readdir(dir)).filter((name) => name.endsWith('.sql')).sort();
+  const invalid = names.filter((name) => !pattern.test(name));
+  if (invalid.length > 0) {
+    throw new UsherError('migration_failed', `unexpected file names in ${dir}: ${invalid.join(', ')}`);
+  }
+  return Promise.all(names.map(async (name) => ({ name, text: await readFile(`${dir}/${name}`, 'utf8') })));
+}
+
+function checksum(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+export interface MigrateOptions {
+  /** Re-apply sql/ even when it is unchanged since the last migrate (the `usher migrate` command does). */
+  readonly forceDefinitions?: boolean;
+}
+
+const DEFINITIONS_ROW = 'sql/';
+
+export async function migrate(pool: pg.Pool, log: Logger, options: MigrateOptions = {}): Promise<MigrateResult> {
+  const migrations = await sqlFiles(migrationsDir, migrationName);
+  const definitions = await sqlFiles(sqlDir, /^\d{3}_[a-z0-9_]+\.sql$/);
+  const client = await pool.connect();
+  const applied: string[] = [];
+  let current = '';
+  try {
+    await client.query('begin');
+    await client.query(`select pg_advisory_xact_lock(hashtext('usher.migrate'))`);
+    await client.query('create schema if not exists usher');
+    await client.query(`
+      create table if not exists usher.schema_migrations (
+        name text primary key,
+        checksum text not null,
+        applied_at timestamptz not null default now()
+      )`);
+    const done = new Map(
+      (await client.query<{ name: string; checksum: string }>('select name, checksum from usher.schema_migrations'))
+        .rows.map((row) => [row.name, row.checksum]),
+    );
+    for (const migration of migrations) {
+      current = migration.name;
+      const recorded = done.get(migration.name);
+      if (recorded !== undefined) {
+        if (recorded !== checksum(migration.text)) {
+          throw new UsherError('migration_failed', `migration ${migration.name} was edited after it was applied; add a new migration instead`);
+        }
+        continue;
+      }
+      await client.query(migration.text);
+      await client.query('insert into usher.schema_migrations (name, checksum) values ($1, $2)', [migration.name, checksum(migration.text)]);
+      applied.push(migration.name);
+    }
+    const definitionsChecksum = checksum(definitions.map((definition) => definition.text).join('\n'));
+    if (options.forceDefinitions || applied.length > 0 || done.get(DEFINITIONS_ROW) !== definitionsChecksum) {
+      for (const definition of definitions) {
+        current = definition.name;
+        await client.query(definition.text);
+      }
+      await client.query(
+        `insert into usher.schema_migrations (name, checksum) values ($1, $2)
+         on conflict (name) do update set checksum = excluded.checksum, applied_at = now()`,
+        [DEFINITIONS_ROW, definitionsChecksum],
+      );
+    }
+    await client.query('commit');
+  } catch (error) {
+    await client.query('rollback').catch(() => undefined);
+    if (error instanceof UsherError) throw error;
+    throw new UsherError('migration_failed', `migrate failed in ${current}: ${(error as Error).message}`, { cause: error });
+  } finally {
+    client.release();
+  }
+  const version = migrations.at(-1)?.name;
+  log.info({ event: 'schema:migrated', applied, version }, applied.length > 0 ? `applied ${applied.length} migrations` : 'schema up to date');
+  return { applied, version };
+}

@@ -1,0 +1,95 @@
+/**
+ * The executor: admits waiting executions into free slots when new ones arrive or policies change,
+ * and keeps time: expired leases, overdue executions, silent workers, idle lanes. It holds no state
+ * of its own; any number may run at once, since every step is a SQL function safe under concurrency.
+ */
+import type pg from 'pg';
+import { backoffMs, delay } from '../backoff.ts';
+import { Listener } from '../db/listener.ts';
+import { createPool } from '../db/pool.ts';
+import type { Logger } from '../log.ts';
+import * as calls from '../queue/executor-calls.ts';
+import { Wakeup } from '../wakeup.ts';
+
+export interface ExecutorOptions {
+  readonly databaseUrl: string;
+  readonly name: string;
+  readonly leaseSeconds: number;
+  readonly pollIntervalMs: number;
+  readonly sweepIntervalMs: number;
+  readonly idleLaneSeconds: number;
+}
+
+export class Executor {
+  private readonly pool: pg.Pool;
+  private readonly admission = new Wakeup();
+  private readonly stopping = new AbortController();
+  private listener: Listener | undefined;
+  private loops: Promise<void>[] = [];
+
+  constructor(private readonly options: ExecutorOptions, private readonly log: Logger) {
+    this.pool = createPool({ url: options.databaseUrl, applicationName: `usher-executor:${options.name}`, max: 2 }, log);
+  }
+
+  start(): void {
+    this.listener = new Listener({
+      url: this.options.databaseUrl,
+      applicationName: `usher-executor-listen:${this.options.name}`,
+      channels: ['usher.execution_requested', 'usher.policy_changed'],
+      onNotification: () => this.admission.notify(),
+      onConnected: () => this.admission.notify(),
+    }, this.log);
+    this.listener.start();
+    this.loops = [this.admissionLoop(), this.sweepLoop()];
+    this.log.info({ event: 'executor:started' }, 'executor started');
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort();
+    this.admission.notify();
+    await Promise.all(this.loops);
+    await this.listener?.stop();
+    await this.pool.end();
+    this.log.info({ event: 'executor:stopped' }, 'executor stopped');
+  }
+
+  private async admissionLoop(): Promise<void> {
+    let failures = 0;
+    while (!this.stopping.signal.aborted) {
+      await this.admission.wait(this.options.pollIntervalMs);
+      if (this.stopping.signal.aborted) break;
+      try {
+        const { lanes_visited, admitted } = await calls.admitQueued(this.pool);
+        failures = 0;
+        if (admitted > 0) this.log.debug({ event: 'admission:done', lanes_visited, admitted }, 'admitted');
+      } catch (error) {
+        failures += 1;
+        this.log.warn({ event: 'admission:failed', err: error, failures }, 'admission pass failed; backing off');
+        await delay(backoffMs(failures), this.stopping.signal);
+        this.admission.notify();
+      }
+    }
+  }
+
+  private async sweepLoop(): Promise<void> {
+    let failures = 0;
+    let lastLaneCleanup = 0;
+    while (!this.stopping.signal.aborted) {
+      try {
+        const ended = await calls.expireRunningExecutions(this.pool, this.options.leaseSeconds);
+        if (ended > 0) this.log.info({ event: 'sweep:expired', count: ended }, 'ended executions whose lease expired or that overran their timeout');
+        const lost = await calls.markLostWorkers(this.pool, this.options.leaseSeconds);
+        if (lost > 0) this.log.warn({ event: 'sweep:workers_lost', count: lost }, 'workers stopped heartbeating');
+        if (Date.now() - lastLaneCleanup > this.options.idleLaneSeconds * 1000) {
+          lastLaneCleanup = Date.now();
+          await calls.deleteIdleLanes(this.pool, this.options.idleLaneSeconds);
+        }
+        failures = 0;
+      } catch (error) {
+        failures += 1;
+        this.log.warn({ event: 'sweep:failed', err: error, failures }, 'sweep failed');
+      }
+      await delay(failures > 0 ? backoffMs(failures) : this.options.sweepIntervalMs, this.stopping.signal);
+    }
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * The worker's side of the queue: each function is one SQL function call, one round trip, and
+ * every mark presents the lease token it was given at claim time.
+ */
+import type { Queryable } from '../db/pool.ts';
+import type { ClaimedExecution, MarkResult } from './types.ts';
+
+export interface ActionRegistration {
+  readonly ref: string;
+  readonly description?: string;
+  readonly timeout_seconds?: number;
+}
+
+export async function registerWorker(
+  db: Queryable,
+  worker: { name: string; host: string; pid: number; actions: readonly ActionRegistration[]; concurrency: number },
+): Promise<string> {
+  const result = await db.query<{ id: string }>(
+    'select usher.register_worker($1, $2, $3, $4::jsonb, $5) as id',
+    [worker.name, worker.host, worker.pid, JSON.stringify(worker.actions), worker.concurrency],
+  );
+  return result.rows[0]!.id;
+}
+
+export async function stopWorker(db: Queryable, workerId: string): Promise<void> {
+  await db.query('select usher.stop_worker($1)', [workerId]);
+}
+
+export interface HeldLease {
+  execution_id: string;
+  lease_token: string;
+  status: 'running' | 'canceling';
+}
+
+/** Renews the given leases; the answer lists those still held. */
+export async function heartbeatWorker(
+  db: Queryable,
+  workerId: string,
+  leases: readonly { id: string; lease_token: string }[],
+  leaseSeconds: number,
+): Promise<HeldLease[]> {
+  const result = await db.query<HeldLease>(
+    'select execution_id, lease_token, status from usher.heartbeat_worker($1, $2::bigint[], $3::uuid[], $4)',
+    [workerId, leases.map((lease) => lease.id), leases.map((lease) => lease.lease_token), leaseSeconds],
+  );
+  return result.rows;
+}
+
+export async function claimScheduled(
+  db: Queryable,
+  workerId: string,
+  actionRefs: readonly string[],
+  limit: number,
+  leaseSeconds: number,
+): Promise<ClaimedExecution[]> {
+  const result = await db.query<ClaimedExecution>(
+    `select id, action_ref, params, attempt, lease_token, timeout_seconds
+     from usher.claim_scheduled($1, $2::text[], $3, $4)`,
+    [workerId, actionRefs, limit, leaseSeconds],
+  );
+  return result.rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+}
+
+async function mark(db: Queryable, sql: string, values: unknown[]): Promise<MarkResult> {
+  const result = await db.query<{ status: MarkResult }>(sql, values);
+  return result.rows[0]?.status ?? null;
+}
+
+export function completeExecution(db: Queryable, claim: ClaimedExecution, resultJson: string): Promise<MarkResult> {
+  return mark(db, 'select usher.complete_execution($1, $2, $3::jsonb) as status', [claim.id, claim.lease_token, resultJson]);
+}
+
+export function failExecution(db: Queryable, claim: ClaimedExecution, error: string, resultJson: string | null): Promise<MarkResult> {
+  return mark(db, 'select usher.fail_execution($1, $2, $3, $4::jsonb) as status', [claim.id, claim.lease_token, error, resultJson]);
+}
+
+export function timeOutExecution(db: Queryable, claim: ClaimedExecution, error: string): Promise<MarkResult> {
+  return mark(db, 'select usher.time_out_execution($1, $2, $3) as status', [claim.id, claim.lease_token, error]);
+}
+
+export function handBackExecution(db: Queryable, claim: ClaimedExecution): Promise<MarkResult> {
+  return mark(db, 'select usher.hand_back_execution($1, $2) as status', [claim.id, claim.lease_token]);
+}

@@ -1,0 +1,110 @@
+/**
+ * Runs one claimed execution's handler in this process and turns whatever happens (a value, a
+ * throw, a timeout, an abort, a result that cannot be stored) into one outcome to report.
+ */
+import type { Logger } from '../log.ts';
+import type { ClaimedExecution } from '../queue/types.ts';
+
+export type AbortCause = 'timeout' | 'cancel' | 'shutdown' | 'lease_lost';
+
+export interface HandlerContext {
+  readonly execution: { readonly id: string; readonly action_ref: string; readonly attempt: number };
+  readonly log: Logger;
+  /** Fires on timeout, cancel, shutdown or a lost lease; `signal.reason` is an Error naming which. */
+  readonly signal: AbortSignal;
+}
+
+export type Handler = (params: Record<string, unknown>, ctx: HandlerContext) => unknown;
+
+export type Outcome =
+  | { kind: 'completed'; resultJson: string }
+  | { kind: 'failed'; error: string; resultJson: string }
+  | { kind: 'timeout'; error: string }
+  | { kind: 'aborted'; cause: Exclude<AbortCause, 'timeout'> };
+
+/** One execution in flight on this worker. */
+export class RunningExecution {
+  readonly controller = new AbortController();
+  cause: AbortCause | undefined;
+
+  constructor(readonly claim: ClaimedExecution) {}
+
+  abort(cause: AbortCause): void {
+    if (this.cause) return;
+    this.cause = cause;
+    const error = new Error(`execution ${this.claim.id} aborted: ${cause}`);
+    error.name = cause === 'timeout' ? 'TimeoutError' : 'AbortError';
+    this.controller.abort(error);
+  }
+}
+
+const MAX_ERROR_LENGTH = 10_000;
+// setTimeout fires at once for delays past 2^31-1 ms.
+const MAX_TIMER_MS = 2_147_483_647;
+
+export function describeError(thrown: unknown): { name: string; message: string } {
+  if (thrown instanceof Error) return { name: thrown.name, message: thrown.message };
+  let message: string;
+  try {
+    message = typeof thrown === 'string' ? thrown : JSON.stringify(thrown) ?? String(thrown);
+  } catch {
+    message = String(thrown);
+  }
+  return { name: 'NonErrorThrown', message };
+}
+
+function failure(name: string, message: string): Outcome {
+  const text = `${name}: ${message}`.slice(0, MAX_ERROR_LENGTH);
+  return { kind: 'failed', error: text, resultJson: JSON.stringify({ error: { name, message: message.slice(0, MAX_ERROR_LENGTH) } }) };
+}
+
+/** JSON text of a handler's return value; undefined becomes null. */
+export function serializeResult(value: unknown): { ok: true; json: string } | { ok: false; reason: string } {
+  try {
+    return { ok: true, json: JSON.stringify(value) ?? 'null' };
+  } catch (error) {
+    return { ok: false, reason: `the handler's return value is not JSON-serialisable: ${describeError(error).message}` };
+  }
+}
+
+export function failureFromReason(reason: string): Outcome {
+  return failure('ResultNotStorable', reason);
+}
+
+export async function runHandler(handler: Handler, running: RunningExecution, log: Logger, abortGraceMs: number): Promise<Outcome> {
+  const { claim } = running;
+  const timeoutTimer = setTimeout(() => running.abort('timeout'), Math.min(claim.timeout_seconds * 1000, MAX_TIMER_MS));
+  let graceTimer: NodeJS.Timeout | undefined;
+  const graceOver = new Promise<'grace_over'>((resolve) => {
+    running.controller.signal.addEventListener('abort', () => {
+      graceTimer = setTimeout(() => resolve('grace_over'), abortGraceMs);
+    }, { once: true });
+  });
+  const ctx: HandlerContext = {
+    execution: { id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt },
+    log,
+    signal: running.controller.signal,
+  };
+  const settled = Promise.resolve()
+    .then(() => handler(claim.params, ctx))
+    .then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));
+
+  const first = await Promise.race([settled, graceOver]);
+  clearTimeout(timeoutTimer);
+  clearTimeout(graceTimer);
+
+  if (running.cause === 'timeout') {
+    return { kind: 'timeout', error: `ran past timeout_seconds = ${claim.timeout_seconds}` };
+  }
+  if (first === 'grace_over') {
+    return { kind: 'aborted', cause: running.cause ?? 'shutdown' };
+  }
+  if (first.ok) {
+    // A handler that finished despite an abort did its work: its result stands.
+    const serialized = serializeResult(first.value);
+    return serialized.ok ? { kind: 'completed', resultJson: serialized.json } : failureFromReason(serialized.reason);
+  }
+  if (running.cause) return { kind: 'aborted', cause: running.cause };
+  const { name, message } = describeError(first.error);
+  return failure(name, message);
+}

@@ -1,0 +1,236 @@
+/**
+ * The worker: claims admitted executions up to its free capacity, runs their handlers, keeps
+ * their leases alive and reports each outcome with its lease token. It wakes on NOTIFY and polls
+ * as a fallback; marks and heartbeats use their own connections, apart from anything handlers do.
+ */
+import { hostname } from 'node:os';
+import type pg from 'pg';
+import { backoffMs, delay } from '../backoff.ts';
+import { Listener } from '../db/listener.ts';
+import { createPool } from '../db/pool.ts';
+import { isTransientDatabaseError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { ClaimedExecution, MarkResult } from '../queue/types.ts';
+import * as calls from '../queue/worker-calls.ts';
+import { Wakeup } from '../wakeup.ts';
+import type { LoadedAction } from './packs.ts';
+import { failureFromReason, RunningExecution, runHandler, type Outcome } from './runner.ts';
+
+export interface WorkerOptions {
+  readonly databaseUrl: string;
+  readonly actions: readonly LoadedAction[];
+  readonly concurrency: number;
+  readonly name?: string;
+  readonly leaseSeconds: number;
+  readonly pollIntervalMs: number;
+  readonly shutdownGraceSeconds: number;
+  readonly abortGraceSeconds: number;
+  /** Called once if the worker ran an execution and cannot mark it; the process should stop. */
+  readonly onFatal?: (error: Error) => void;
+}
+
+export class Worker {
+  private readonly handlers: Map<string, LoadedAction>;
+  private readonly running = new Map<string, RunningExecution>();
+  private readonly wakeup = new Wakeup();
+  private readonly stopping = new AbortController();
+  private readonly pool: pg.Pool;
+  private readonly heartbeatPool: pg.Pool;
+  private listener: Listener | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private claimLoop: Promise<void> | undefined;
+  private inFlight = new Set<Promise<void>>();
+  private workerId = '';
+  private log: Logger;
+  /** Set when a finished execution could not be marked: the worker stops taking work. */
+  fatal: Error | undefined;
+
+  constructor(private readonly options: WorkerOptions, log: Logger) {
+    this.handlers = new Map(options.actions.map((action) => [action.ref, action]));
+    this.log = log;
+    const name = options.name ?? `${hostname()}:${process.pid}`;
+    this.pool = createPool({ url: options.databaseUrl, applicationName: `usher-worker:${name}`, max: 3 }, log);
+    this.heartbeatPool = createPool({ url: options.databaseUrl, applicationName: `usher-worker-heartbeat:${name}`, max: 1 }, log);
+  }
+
+  get id(): string {
+    return this.workerId;
+  }
+
+  async start(): Promise<void> {
+    const name = this.options.name ?? `${hostname()}:${process.pid}`;
+    this.workerId = await calls.registerWorker(this.pool, {
+      name,
+      host: hostname(),
+      pid: process.pid,
+      actions: this.options.actions.map(({ ref, description, timeout_seconds }) => ({ ref, description, timeout_seconds })),
+      concurrency: this.options.concurrency,
+    });
+    this.log = this.log.child({ worker_id: this.workerId });
+    this.listener = new Listener({
+      url: this.options.databaseUrl,
+      applicationName: `usher-worker-listen:${name}`,
+      channels: ['usher.execution_scheduled', 'usher.execution_canceling'],
+      onNotification: (channel, payload) => this.onNotification(channel, payload),
+      onConnected: () => this.wakeup.notify(),
+    }, this.log);
+    this.listener.start();
+    const heartbeatMs = Math.max(100, (this.options.leaseSeconds * 1000) / 3);
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), heartbeatMs);
+    this.claimLoop = this.runClaimLoop();
+    this.log.info({ event: 'worker:started', name, actions: [...this.handlers.keys()], concurrency: this.options.concurrency }, 'worker started');
+  }
+
+  /** Graceful stop: no new claims; running handlers get the grace period, then are aborted and handed back. */
+  async stop(): Promise<void> {
+    if (this.stopping.signal.aborted) return;
+    this.stopping.abort();
+    this.wakeup.notify();
+    await this.claimLoop;
+    const graceOver = delay(this.options.shutdownGraceSeconds * 1000);
+    await Promise.race([Promise.all(this.inFlight), graceOver]);
+    for (const execution of this.running.values()) execution.abort('shutdown');
+    await Promise.all(this.inFlight);
+    clearInterval(this.heartbeatTimer);
+    await this.listener?.stop();
+    await calls.stopWorker(this.pool, this.workerId).catch((error: unknown) =>
+      this.log.warn({ event: 'worker:stop_unrecorded', err: error }, 'could not record the stop'));
+    await Promise.all([this.pool.end(), this.heartbeatPool.end()]);
+    this.log.info({ event: 'worker:stopped' }, 'worker stopped');
+  }
+
+  private onNotification(channel: string, payload: string): void {
+    if (channel === 'usher.execution_canceling') {
+      // The payload is a hint: only a heartbeat's answer from the table decides to abort.
+      const ids = payload.split(',');
+      if (payload === '' || ids.some((id) => this.running.has(id))) void this.heartbeat();
+      return;
+    }
+    this.wakeup.notify();
+  }
+
+  private async runClaimLoop(): Promise<void> {
+    let failures = 0;
+    const actionRefs = [...this.handlers.keys()];
+    while (!this.stopping.signal.aborted && !this.fatal) {
+      await this.wakeup.wait(this.options.pollIntervalMs);
+      if (this.stopping.signal.aborted || this.fatal) break;
+      const free = this.options.concurrency - this.running.size;
+      if (free <= 0 || actionRefs.length === 0) continue;
+      let claims: ClaimedExecution[];
+      try {
+        claims = await calls.claimScheduled(this.pool, this.workerId, actionRefs, free, this.options.leaseSeconds);
+        failures = 0;
+      } catch (error) {
+        failures += 1;
+        this.log.warn({ event: 'claim:failed', err: error, failures }, 'claim failed; backing off');
+        await delay(backoffMs(failures), this.stopping.signal);
+        this.wakeup.notify();
+        continue;
+      }
+      for (const claim of claims) this.execute(claim);
+      // A full batch means more may be waiting.
+      if (claims.length === free) this.wakeup.notify();
+    }
+  }
+
+  private execute(claim: ClaimedExecution): void {
+    const running = new RunningExecution(claim);
+    this.running.set(claim.id, running);
+    const log = this.log.child({ execution_id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt });
+    log.debug({ event: 'execution:started' }, 'running');
+    const handler = this.handlers.get(claim.action_ref)!.handler;
+    const task = runHandler(handler, running, log, this.options.abortGraceSeconds * 1000)
+      .then((outcome) => this.report(running, outcome, log))
+      .catch((error: unknown) => this.die(error, claim, log))
+      .finally(() => {
+        this.running.delete(claim.id);
+        this.inFlight.delete(task);
+        this.wakeup.notify();
+      });
+    this.inFlight.add(task);
+  }
+
+  private async report(running: RunningExecution, outcome: Outcome, log: Logger): Promise<void> {
+    const { claim } = running;
+    if (outcome.kind === 'aborted' && outcome.cause === 'lease_lost') {
+      log.warn({ event: 'execution:lease_lost' }, 'lease lost; the outcome is not reported');
+      return;
+    }
+    let status = await this.markWithRetry(() => this.mark(claim, outcome), log);
+    if (status === 'unstorable') {
+      status = await this.markWithRetry(
+        () => calls.failExecution(this.pool, claim, ...failureArgs(failureFromReason('the result could not be stored in Postgres (jsonb rejected it)'))),
+        log,
+      );
+    }
+    if (status === null) {
+      log.warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
+    } else {
+      log.info({ event: `execution:${status}` }, `execution ${status}`);
+    }
+  }
+
+  private mark(claim: ClaimedExecution, outcome: Outcome): Promise<MarkResult> {
+    switch (outcome.kind) {
+      case 'completed':
+        return calls.completeExecution(this.pool, claim, outcome.resultJson);
+      case 'failed':
+        return calls.failExecution(this.pool, claim, ...failureArgs(outcome));
+      case 'timeout':
+        return calls.timeOutExecution(this.pool, claim, outcome.error);
+      case 'aborted':
+        return outcome.cause === 'cancel'
+          ? calls.failExecution(this.pool, claim, 'aborted by cancel', null)
+          : calls.handBackExecution(this.pool, claim);
+    }
+  }
+
+  /** Retries transient failures for up to one lease; past that the lease is gone anyway. */
+  private async markWithRetry(markOnce: () => Promise<MarkResult>, log: Logger): Promise<MarkResult | 'unstorable'> {
+    const deadline = Date.now() + this.options.leaseSeconds * 1000;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await markOnce();
+      } catch (error) {
+        if (!isTransientDatabaseError(error)) {
+          if ((error as { code?: string }).code?.startsWith('22')) return 'unstorable';
+          throw error;
+        }
+        if (Date.now() > deadline) throw error;
+        log.warn({ event: 'execution:mark_retrying', err: error, attempt }, 'mark failed; retrying');
+        await delay(backoffMs(attempt));
+      }
+    }
+  }
+
+  /** A worker that ran an execution and cannot mark it stops taking work; the lease brings the slot back. */
+  private die(error: unknown, claim: ClaimedExecution, log: Logger): void {
+    if (this.fatal) return;
+    this.fatal = error instanceof Error ? error : new Error(String(error));
+    this.options.onFatal?.(this.fatal);
+    log.error({ event: 'worker:mark_impossible', err: error, execution_id: claim.id }, 'could not mark an execution; worker stops claiming');
+    this.wakeup.notify();
+  }
+
+  private async heartbeat(): Promise<void> {
+    const leases = [...this.running.values()].map(({ claim }) => ({ id: claim.id, lease_token: claim.lease_token }));
+    try {
+      const held = await calls.heartbeatWorker(this.heartbeatPool, this.workerId, leases, this.options.leaseSeconds);
+      const byToken = new Map(held.map((lease) => [lease.lease_token, lease.status]));
+      for (const execution of this.running.values()) {
+        const status = byToken.get(execution.claim.lease_token);
+        // Leases claimed after this heartbeat's snapshot are not in its answer.
+        if (!leases.some((lease) => lease.lease_token === execution.claim.lease_token)) continue;
+        if (status === undefined) execution.abort('lease_lost');
+        else if (status === 'canceling') execution.abort('cancel');
+      }
+    } catch (error) {
+      this.log.warn({ event: 'heartbeat:failed', err: error }, 'heartbeat failed');
+    }
+  }
+}
+
+function failureArgs(outcome: Outcome): [string, string | null] {
+  return outcome.kind === 'failed' ? [outcome.error, outcome.resultJson] : ['unexpected outcome', null];
+}
