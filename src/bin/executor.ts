@@ -1,10 +1,9 @@
 import { hostname } from 'node:os';
 import { Executor } from '../executor/executor.ts';
 import { openContext } from './context.ts';
-import { onShutdownSignal } from './shutdown.ts';
 
 export async function runExecutor(options: { name?: string }): Promise<void> {
-  const { config, log, database } = await openContext('executor');
+  const { config, log, lifecycle, database } = await openContext('executor');
   const executor = new Executor({
     databaseUrl: database.url,
     name: options.name ?? `${hostname()}:${process.pid}`,
@@ -13,9 +12,6 @@ export async function runExecutor(options: { name?: string }): Promise<void> {
     sweepIntervalMs: config.sweepIntervalMs,
     idleLaneSeconds: config.idleLaneSeconds,
   }, log);
-  onShutdownSignal(log, async () => {
-    await executor.stop();
-    await database.stop();
-  });
+  lifecycle.onStop(() => executor.stop());
   executor.start();
 }

@@ -1,6 +1,6 @@
 import { openContext } from './context.ts';
 
 export async function runMigrate(): Promise<void> {
-  const { database } = await openContext('migrate', { forceDefinitions: true });
-  await database.stop();
+  const { lifecycle } = await openContext('migrate', { forceDefinitions: true });
+  await lifecycle.exit(0);
 }

@@ -7,7 +7,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { backoffMs, delay } from '../backoff.ts';
 import { openContext } from './context.ts';
-import { onShutdownSignal } from './shutdown.ts';
 
 const cliPath = fileURLToPath(new URL('../../bin/usher.js', import.meta.url));
 const examplePacks = fileURLToPath(new URL('../../examples/packs', import.meta.url));
@@ -21,7 +20,7 @@ interface Supervised {
 }
 
 export async function runStart(options: { packs?: string }): Promise<void> {
-  const { config, log, database } = await openContext('start');
+  const { config, log, lifecycle, database } = await openContext('start');
   const env = { ...process.env, DATABASE_URL: database.url };
   let stopping = false;
   const children: Supervised[] = [
@@ -48,7 +47,7 @@ export async function runStart(options: { packs?: string }): Promise<void> {
     log.info({ event: 'start:child_started', child: supervised.name, pid: child.pid }, `${supervised.name} started`);
   };
 
-  onShutdownSignal(log, async () => {
+  lifecycle.onStop(async () => {
     stopping = true;
     for (const supervised of children) supervised.child?.kill('SIGTERM');
     const deadline = delay((config.shutdownGraceSeconds + config.abortGraceSeconds + 10) * 1000);
@@ -57,7 +56,6 @@ export async function runStart(options: { packs?: string }): Promise<void> {
       for (const supervised of children) supervised.child?.kill('SIGKILL');
       await allExited;
     }
-    await database.stop();
   });
 
   children.forEach(launch);

@@ -34,10 +34,10 @@ export async function enqueueMany(db: Queryable, inputs: readonly EnqueueInput[]
   try {
     const result = await db.query<Execution>(
       `insert into usher.executions (action_ref, params, timeout_seconds, parent_id, enforcement_id)
-       select r.action_ref, r.params, r.timeout_seconds, r.parent_id, r.enforcement_id
-       from jsonb_to_recordset($1::jsonb) with ordinality
-         as r (action_ref text, params jsonb, timeout_seconds integer, parent_id bigint, enforcement_id bigint, ord bigint)
-       order by ord
+       select r.item ->> 'action_ref', r.item -> 'params', (r.item ->> 'timeout_seconds')::integer,
+         (r.item ->> 'parent_id')::bigint, (r.item ->> 'enforcement_id')::bigint
+       from jsonb_array_elements($1::jsonb) with ordinality as r (item, ord)
+       order by r.ord
        returning *`,
       [JSON.stringify(rows)],
     );
