@@ -25,6 +25,9 @@ comment on column usher.actions.ref is 'Action reference "pack.name": lowercase 
 comment on column usher.actions.pack_ref is 'The pack part of ref, derived.';
 comment on column usher.actions.enabled is 'A disabled action accepts no new executions; waiting ones stay.';
 comment on column usher.actions.timeout_seconds is 'Default run time limit of an execution, from the moment a worker claims it.';
+comment on column usher.actions.description is 'What the action does, for people.';
+comment on column usher.actions.created_at is 'When the action was registered.';
+comment on column usher.actions.updated_at is 'Last change to the row.';
 
 create index actions_by_pack_ref on usher.actions (pack_ref);
 
@@ -74,6 +77,12 @@ comment on column usher.policies.rate_limit_max_executions is 'Reserved for rate
 comment on column usher.policies.rate_limit_window_seconds is 'Reserved for rate limiting: sliding window length.';
 comment on column usher.policies.quotas is 'Reserved for quotas: list of {quota_type, limit}.';
 comment on column usher.policies.queue_timeout_seconds is 'Reserved: longest time an execution may wait in its lane.';
+comment on column usher.policies.id is 'Surrogate key.';
+comment on column usher.policies.ref is 'Unique name of the policy.';
+comment on column usher.policies.description is 'Why the policy exists, for people.';
+comment on column usher.policies.enabled is 'Only enabled policies govern executions; a lane whose scope has no enabled policy drains without limit.';
+comment on column usher.policies.created_at is 'When the policy was created; the newest wins a priority tie.';
+comment on column usher.policies.updated_at is 'Last change; the invariant check uses it to tell a lowered threshold from an over-admission.';
 
 create index policies_by_scope on usher.policies (action_ref, pack_ref) where enabled;
 
@@ -91,6 +100,8 @@ comment on table usher.lanes is
 comment on column usher.lanes.lane_key is '"action:<ref>", "pack:<ref>" or "global", followed by "#<json array of group values>" when the policy groups by parameters.';
 comment on column usher.lanes.active_count is 'Slots held: executions of the lane that are scheduled, running or canceling. Changed only in the transaction that changes such an execution.';
 comment on column usher.lanes.total_admitted is 'Executions ever admitted into this lane row.';
+comment on column usher.lanes.created_at is 'When admission first needed this lane row.';
+comment on column usher.lanes.updated_at is 'Last admission or release; idle lanes are removed some time after it.';
 
 create table usher.workers (
   id bigint generated always as identity primary key,
@@ -109,6 +120,14 @@ create table usher.workers (
 comment on table usher.workers is 'Worker processes: one row per process start. Heartbeats come from the database clock.';
 comment on column usher.workers.status is 'active: heartbeating. stopped: shut down gracefully. lost: heartbeat expired (crashed or cut off).';
 comment on column usher.workers.heartbeat_at is 'Last heartbeat, database time.';
+comment on column usher.workers.id is 'Worker id, stored in usher.executions.worker_id by claims.';
+comment on column usher.workers.name is 'Name given with --name, or host:pid.';
+comment on column usher.workers.host is 'Host name of the worker process.';
+comment on column usher.workers.pid is 'Process id on that host.';
+comment on column usher.workers.actions is 'Actions this worker can run.';
+comment on column usher.workers.concurrency is 'Executions it runs at once.';
+comment on column usher.workers.started_at is 'When the process registered.';
+comment on column usher.workers.stopped_at is 'When it stopped (stopped) or was found silent (lost).';
 
 create index workers_active_by_heartbeat on usher.workers (heartbeat_at) where status = 'active';
 
@@ -163,6 +182,8 @@ comment on column usher.executions.created_at is 'When it was enqueued.';
 comment on column usher.executions.scheduled_at is 'When it took a slot (admission), clock time.';
 comment on column usher.executions.started_at is 'When a worker claimed it, clock time.';
 comment on column usher.executions.completed_at is 'When it reached any terminal state.';
+comment on column usher.executions.id is 'Execution id, in enqueue order: the FIFO order of its lane.';
+comment on column usher.executions.updated_at is 'Last change to the row.';
 
 -- Admission reads the oldest waiting executions of one lane.
 create index executions_requested_by_lane on usher.executions (lane_key, id) where status = 'requested';

@@ -92,6 +92,8 @@ begin
 end
 $$;
 
+comment on function usher.touch_updated_at() is 'BEFORE UPDATE on actions and policies: keeps updated_at current.';
+
 create or replace trigger actions_touch_updated_at
   before update on usher.actions
   for each row execute function usher.touch_updated_at();

@@ -84,6 +84,12 @@ begin
     if v_row.lane_key is not null then
       perform usher.lock_lane(v_row.lane_key);
     end if;
+    -- A row locked right now is being marked or renewed by its worker: leave it to the next sweep
+    -- rather than wait (a heartbeat renews several rows in one statement, in its own order).
+    perform 1 from usher.executions e where e.id = v_row.id for update skip locked;
+    if not found then
+      continue;
+    end if;
     v_now := clock_timestamp();
     update usher.executions e
     set status = case

@@ -20,6 +20,10 @@ comment on column usher.queue_stats.queue_length is 'Executions waiting in a lan
 comment on column usher.queue_stats.active_count is 'Executions holding a slot: scheduled, running or canceling.';
 comment on column usher.queue_stats.max_concurrent is 'Threshold of the effective policy per lane; null when no policy limits it.';
 comment on column usher.queue_stats.total_completed is 'Executions that ended with status completed.';
+comment on column usher.queue_stats.action_ref is 'The action.';
+comment on column usher.queue_stats.oldest_enqueued_at is 'Enqueue time of the oldest waiting execution.';
+comment on column usher.queue_stats.total_enqueued is 'Executions of the action in the table, in any status.';
+comment on column usher.queue_stats.last_updated is 'Latest change to the action or any of its executions.';
 
 create or replace view usher.lane_stats as
 with waiting as (
@@ -47,6 +51,16 @@ left join lateral usher.lane_policy(k.lane_key) p on true;
 
 comment on view usher.lane_stats is
   'One row per FIFO lane: its scope, group values, waiting and active counts, and the policy in force.';
+comment on column usher.lane_stats.lane_key is 'The lane (see usher.lanes.lane_key).';
+comment on column usher.lane_stats.scope is 'action, pack or global.';
+comment on column usher.lane_stats.scope_ref is 'The action or pack of the scope; null for global.';
+comment on column usher.lane_stats.group_key is 'Values of the policy''s grouping parameters, or null.';
+comment on column usher.lane_stats.queue_length is 'Executions waiting in the lane.';
+comment on column usher.lane_stats.active_count is 'Slots held.';
+comment on column usher.lane_stats.threshold is 'Threshold of the policy now in force; null means no limit.';
+comment on column usher.lane_stats.policy_ref is 'The policy now in force for the lane''s scope.';
+comment on column usher.lane_stats.oldest_enqueued_at is 'Enqueue time of the oldest waiting execution.';
+comment on column usher.lane_stats.total_admitted is 'Executions admitted since the lane row was created.';
 
 create or replace function usher.check_invariants()
 returns table (lane_key text, problem text, detail text)
@@ -101,3 +115,21 @@ $$;
 
 comment on function usher.check_invariants() is
   'Returns one row per broken invariant (none when all hold): slot counters equal to the executions holding slots, no lane admitted past its threshold, no execution admitted while an older one of its lane, already enqueued, waits.';
+
+create or replace view usher.execution_statuses (status, holds_slot, terminal, meaning) as
+values
+  ('requested', false, false, 'Waiting in its FIFO lane for a slot.'),
+  ('scheduled', true, false, 'Admitted: holds a slot of its lane, waiting for a worker to claim it.'),
+  ('running', true, false, 'Claimed by a worker under a lease; its handler is running.'),
+  ('canceling', true, false, 'Cancel requested while running; the worker is stopping the handler.'),
+  ('completed', false, true, 'The handler returned; result holds its value.'),
+  ('failed', false, true, 'The handler threw, or its result could not be stored; error says why.'),
+  ('cancelled', false, true, 'Cancelled by request, by policy method cancel, or because its lane''s queue was full; result.reason says which.'),
+  ('timeout', false, true, 'Ran past its timeout_seconds.'),
+  ('abandoned', false, true, 'Its worker stopped renewing the lease (crashed, hung or cut off); the slot was taken back.');
+
+comment on view usher.execution_statuses is 'Every status an execution can have, and what it means.';
+comment on column usher.execution_statuses.status is 'Value of usher.executions.status.';
+comment on column usher.execution_statuses.holds_slot is 'Whether an execution in this status counts against its lane''s threshold.';
+comment on column usher.execution_statuses.terminal is 'Whether the status is final (completed_at is set).';
+comment on column usher.execution_statuses.meaning is 'What the status means.';

@@ -59,6 +59,8 @@ export async function migrate(pool: pg.Pool, log: Logger, options: MigrateOption
         checksum text not null,
         applied_at timestamptz not null default now()
       )`);
+    await client.query(`comment on table usher.schema_migrations is
+      'Applied migrations (one row each) and the checksum of the sql/ definitions last applied (row "sql/").'`);
     const done = new Map(
       (await client.query<{ name: string; checksum: string }>('select name, checksum from usher.schema_migrations'))
         .rows.map((row) => [row.name, row.checksum]),

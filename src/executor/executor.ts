@@ -61,7 +61,11 @@ export class Executor {
       try {
         const { lanes_visited, admitted } = await calls.admitQueued(this.pool);
         failures = 0;
-        if (admitted > 0) this.log.debug({ event: 'admission:done', lanes_visited, admitted }, 'admitted');
+        if (admitted > 0) {
+          this.log.debug({ event: 'admission:done', lanes_visited, admitted }, 'admitted');
+          // A lane without a slot limit is admitted in batches: go again until a pass admits nothing.
+          this.admission.notify();
+        }
       } catch (error) {
         failures += 1;
         this.log.warn({ event: 'admission:failed', err: error, failures }, 'admission pass failed; backing off');
