@@ -11,6 +11,9 @@ export interface PoolOptions {
   readonly applicationName: string;
   readonly max: number;
   readonly statementTimeoutMs?: number;
+  /** Client-side limit: a query with no answer by then fails even if the network went silent. */
+  readonly queryTimeoutMs?: number;
+  readonly connectionTimeoutMs?: number;
 }
 
 // bigint (int8) columns arrive as strings: ids stay exact in TypeScript and JSON.
@@ -22,9 +25,10 @@ export function createPool(options: PoolOptions, log: Logger): pg.Pool {
     application_name: options.applicationName,
     max: options.max,
     keepAlive: true,
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: options.connectionTimeoutMs ?? 10_000,
     idle_in_transaction_session_timeout: 60_000,
     statement_timeout: options.statementTimeoutMs ?? 60_000,
+    ...(options.queryTimeoutMs ? { query_timeout: options.queryTimeoutMs } : {}),
   });
   // An idle client that loses its connection emits here; without a listener the process would crash.
   pool.on('error', (error) => log.warn({ event: 'pool:client_error', err: error }, 'idle database connection failed'));

@@ -26,8 +26,15 @@ export type Outcome =
 export class RunningExecution {
   readonly controller = new AbortController();
   cause: AbortCause | undefined;
+  /**
+   * performance.now() when the request that last set this lease's expiry was sent. The database
+   * cannot expire the lease earlier than a lease's length after it. Durations only, never wall-clock time.
+   */
+  leaseRenewalSentAt: number;
 
-  constructor(readonly claim: ClaimedExecution) {}
+  constructor(readonly claim: ClaimedExecution, claimSentAt: number) {
+    this.leaseRenewalSentAt = claimSentAt;
+  }
 
   abort(cause: AbortCause): void {
     if (this.cause) return;

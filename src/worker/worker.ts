@@ -50,7 +50,13 @@ export class Worker {
     this.log = log;
     const name = options.name ?? `${hostname()}:${process.pid}`;
     this.pool = createPool({ url: options.databaseUrl, applicationName: `usher-worker:${name}`, max: 3 }, log);
-    this.heartbeatPool = createPool({ url: options.databaseUrl, applicationName: `usher-worker-heartbeat:${name}`, max: 1 }, log);
+    this.heartbeatPool = createPool({
+      url: options.databaseUrl,
+      applicationName: `usher-worker-heartbeat:${name}`,
+      max: 1,
+      queryTimeoutMs: Math.max(1000, (options.leaseSeconds * 1000) / 3),
+      connectionTimeoutMs: Math.max(1000, (options.leaseSeconds * 1000) / 3),
+    }, log);
   }
 
   get id(): string {
@@ -118,6 +124,7 @@ export class Worker {
       const free = this.options.concurrency - this.running.size;
       if (free <= 0 || actionRefs.length === 0) continue;
       let claims: ClaimedExecution[];
+      const claimSentAt = performance.now();
       try {
         claims = await calls.claimScheduled(this.pool, this.workerId, actionRefs, free, this.options.leaseSeconds);
         failures = 0;
@@ -128,14 +135,14 @@ export class Worker {
         this.wakeup.notify();
         continue;
       }
-      for (const claim of claims) this.execute(claim);
+      for (const claim of claims) this.execute(claim, claimSentAt);
       // A full batch means more may be waiting.
       if (claims.length === free) this.wakeup.notify();
     }
   }
 
-  private execute(claim: ClaimedExecution): void {
-    const running = new RunningExecution(claim);
+  private execute(claim: ClaimedExecution, claimSentAt: number): void {
+    const running = new RunningExecution(claim, claimSentAt);
     this.running.set(claim.id, running);
     const log = this.log.child({ execution_id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt });
     log.debug({ event: 'execution:started' }, 'running');
@@ -214,16 +221,27 @@ export class Worker {
   }
 
   private async heartbeat(): Promise<void> {
-    const leases = [...this.running.values()].map(({ claim }) => ({ id: claim.id, lease_token: claim.lease_token }));
+    // Renewals go out every third of a lease; when two in a row have gone unanswered (database
+    // unreachable, or a query hanging) the lease is about to run out and its slot to go to the next
+    // execution, so the handler must stop rather than run beside it.
+    const abortAfterMs = (this.options.leaseSeconds * 1000 * 2) / 3;
+    for (const execution of this.running.values()) {
+      if (performance.now() - execution.leaseRenewalSentAt > abortAfterMs) execution.abort('lease_lost');
+    }
+    const asked = [...this.running.values()].filter((execution) => execution.cause !== 'lease_lost');
+    const sentAt = performance.now();
     try {
-      const held = await calls.heartbeatWorker(this.heartbeatPool, this.workerId, leases, this.options.leaseSeconds);
+      const held = await calls.heartbeatWorker(this.heartbeatPool, this.workerId, asked.map(({ claim }) => claim), this.options.leaseSeconds);
       const byToken = new Map(held.map((lease) => [lease.lease_token, lease.status]));
-      for (const execution of this.running.values()) {
+      // Executions claimed after this heartbeat was sent are not in its answer.
+      for (const execution of asked) {
         const status = byToken.get(execution.claim.lease_token);
-        // Leases claimed after this heartbeat's snapshot are not in its answer.
-        if (!leases.some((lease) => lease.lease_token === execution.claim.lease_token)) continue;
-        if (status === undefined) execution.abort('lease_lost');
-        else if (status === 'canceling') execution.abort('cancel');
+        if (status === undefined) {
+          execution.abort('lease_lost');
+          continue;
+        }
+        execution.leaseRenewalSentAt = sentAt;
+        if (status === 'canceling') execution.abort('cancel');
       }
     } catch (error) {
       this.log.warn({ event: 'heartbeat:failed', err: error }, 'heartbeat failed');
