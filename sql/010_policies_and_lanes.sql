@@ -92,3 +92,14 @@ $$;
 
 comment on function usher.notify_ids(text, bigint[]) is
   'One NOTIFY on a channel with comma-separated execution ids (empty when too many to fit). Payloads are hints, never state.';
+
+create or replace function usher.action_is_paused(p_action_ref text)
+returns boolean
+language sql
+stable
+as $$
+  select exists (select 1 from usher.actions a where a.ref = p_action_ref and a.paused_at is not null)
+    or exists (select 1 from usher.pack_pauses p where p.pack_ref = split_part(p_action_ref, '.', 1))
+$$;
+
+comment on function usher.action_is_paused(text) is 'Whether the action, or its pack, is paused: its executions are not admitted.';

@@ -6,60 +6,74 @@ returns integer
 language plpgsql
 as $$
 declare
+  v_lane usher.lanes;
   v_policy usher.policies;
-  v_active integer;
   v_free integer;
   v_now timestamptz := clock_timestamp();
-  v_ids bigint[];
+  v_candidate record;
+  v_ids bigint[] := '{}';
+  v_admitted integer;
 begin
-  select l.active_count into v_active from usher.lanes l where l.lane_key = p_lane_key;
+  select * into v_lane from usher.lanes l where l.lane_key = p_lane_key;
+  if v_lane.blocked_by is not null or v_lane.paused_until > v_now then
+    return 0;
+  end if;
   v_policy := usher.lane_policy(p_lane_key);
   if v_policy.threshold is null then
-    -- No slot limit: drain in batches, still oldest first.
+    -- No slot limit: drain in batches, still head first.
     v_free := 1000;
   else
-    v_free := greatest(v_policy.threshold - v_active, 0);
+    v_free := greatest(v_policy.threshold - v_lane.active_count, 0);
   end if;
   if v_free = 0 then
     return 0;
   end if;
 
-  -- One timestamp for the whole batch, so (scheduled_at, id) orders admissions exactly.
-  with next_waiting as (
-    select e.id
+  -- Head first. Executions of a paused action or pack are passed over (they keep their places).
+  -- A retry still in its backoff holds the lane at its place, unless the policy says skip.
+  for v_candidate in
+    select e.id, e.run_at
     from usher.executions e
     where e.lane_key = p_lane_key
       and e.status = 'requested'
-    order by e.id
-    limit v_free
-    for update
-  ),
-  admitted as (
-    update usher.executions e
-    set status = 'scheduled',
-      scheduled_at = v_now,
-      updated_at = v_now
-    from next_waiting
-    where e.id = next_waiting.id
-    returning e.id
-  )
-  select array_agg(admitted.id) into v_ids from admitted;
+      and not usher.action_is_paused(e.action_ref)
+    order by e.queue_position, e.id
+  loop
+    if v_candidate.run_at > v_now then
+      exit when coalesce(v_policy.on_failure, 'wait') <> 'skip';
+      continue;
+    end if;
+    v_ids := v_ids || v_candidate.id;
+    exit when cardinality(v_ids) >= v_free;
+  end loop;
+  if cardinality(v_ids) = 0 then
+    return 0;
+  end if;
 
-  if v_ids is null then
+  -- One timestamp for the whole batch, so (scheduled_at, queue_position) orders admissions exactly.
+  update usher.executions e
+  set status = 'scheduled',
+    scheduled_at = v_now,
+    run_at = null,
+    updated_at = v_now
+  where e.id = any(v_ids)
+    and e.status = 'requested';
+  get diagnostics v_admitted = row_count;
+  if v_admitted = 0 then
     return 0;
   end if;
   update usher.lanes
-  set active_count = active_count + cardinality(v_ids),
-    total_admitted = total_admitted + cardinality(v_ids),
+  set active_count = active_count + v_admitted,
+    total_admitted = total_admitted + v_admitted,
     updated_at = v_now
   where lane_key = p_lane_key;
   perform pg_notify('usher.execution_scheduled', '');
-  return cardinality(v_ids);
+  return v_admitted;
 end
 $$;
 
 comment on function usher.admit_locked_lane(text) is
-  'Admits the oldest waiting executions of a lane into its free slots. The caller must hold the lane row lock.';
+  'Admits the head of a lane into its free slots, unless the lane is blocked or paused. The caller must hold the lane row lock.';
 
 create or replace function usher.release_slot(p_lane_key text)
 returns integer
@@ -105,6 +119,7 @@ declare
   v_policy usher.policies;
   v_now timestamptz;
   v_ids bigint[];
+  v_holding boolean;
 begin
   perform usher.lock_lane(p_lane_key);
   v_admitted := usher.admit_locked_lane(p_lane_key);
@@ -114,12 +129,18 @@ begin
   v_policy := usher.lane_policy(p_lane_key);
   if v_policy.id is not null then
     v_now := clock_timestamp();
+    -- A paused or blocked lane, a paused action and a retry in its backoff are holding, not
+    -- short of a slot: method cancel leaves them waiting. The queue-length cap counts everyone.
+    select l.paused_until > v_now or l.blocked_by is not null into v_holding
+    from usher.lanes l where l.lane_key = p_lane_key;
     with turned_away as (
       select e.id
       from usher.executions e
       where e.lane_key = p_lane_key
         and e.status = 'requested'
-      order by e.id
+        and (v_policy.method <> 'cancel'
+          or (not coalesce(v_holding, false) and coalesce(e.run_at <= v_now, true) and not usher.action_is_paused(e.action_ref)))
+      order by e.queue_position, e.id
       offset case when v_policy.method = 'cancel' then 0 else v_policy.max_queue_length end
       for update
     ),
@@ -167,15 +188,14 @@ as $$
   from waiting w
   left join usher.lanes l on l.lane_key = w.lane_key
   cross join lateral usher.lane_policy(w.lane_key) p
-  where p.threshold is null
-    or p.method = 'cancel'
-    or coalesce(l.active_count, 0) < p.threshold
+  where ((l.blocked_by is null and coalesce(l.paused_until <= clock_timestamp(), true))
+      and (p.threshold is null or p.method = 'cancel' or coalesce(l.active_count, 0) < p.threshold))
     or w.queue_length > p.max_queue_length
   order by w.lane_key
 $$;
 
 comment on function usher.admission_candidates() is
-  'Lanes with waiting executions that admission can act on: a free slot, method cancel, or a queue over its max length.';
+  'Lanes with waiting executions that admission can act on: neither blocked nor paused and with a free slot or method cancel, or with a queue over its max length.';
 
 create or replace procedure usher.admit_queued(inout lanes_visited integer default 0, inout admitted integer default 0)
 language plpgsql
@@ -194,3 +214,61 @@ $$;
 
 comment on procedure usher.admit_queued(integer, integer) is
   'Runs admission for every lane that can act (CALL usher.admit_queued();), committing lane by lane. Safe to run from any number of executors at once.';
+
+create or replace function usher.release_due_delayed(p_limit integer default 1000)
+returns integer
+language plpgsql
+as $$
+declare
+  v_row record;
+  v_now timestamptz := clock_timestamp();
+  v_released integer := 0;
+  v_paused boolean;
+begin
+  -- In run_at order, so executions due together join their lane in the order they were due.
+  for v_row in
+    select e.id, e.lane_key, e.action_ref, e.queue_position
+    from usher.executions e
+    where e.status = 'delayed'
+      and e.run_at <= v_now
+    order by e.run_at, e.id
+    limit p_limit
+    for update skip locked
+  loop
+    v_paused := usher.action_is_paused(v_row.action_ref);
+    update usher.executions e
+    set status = case when v_row.lane_key is null and not v_paused then 'scheduled' else 'requested' end,
+      lane_key = case when v_row.lane_key is null and v_paused then 'action:' || v_row.action_ref else v_row.lane_key end,
+      scheduled_at = case when v_row.lane_key is null and not v_paused then v_now end,
+      -- A delayed start takes its place now; a retry of an execution without lane keeps its own.
+      queue_position = coalesce(v_row.queue_position, nextval(pg_get_serial_sequence('usher.executions', 'id'))),
+      queued_at = coalesce(e.queued_at, v_now),
+      updated_at = v_now
+    where e.id = v_row.id;
+    v_released := v_released + 1;
+  end loop;
+  if v_released > 0 then
+    perform pg_notify('usher.execution_requested', '');
+    perform pg_notify('usher.execution_scheduled', '');
+  end if;
+  return v_released;
+end
+$$;
+
+comment on function usher.release_due_delayed(integer) is
+  'Executor step: delayed executions whose run_at has come join their lane (taking their place there now), or are admitted at once when no policy governs them.';
+
+create or replace function usher.next_wakeup_at()
+returns timestamptz
+language sql
+stable
+as $$
+  select least(
+    (select min(e.run_at) from usher.executions e where e.status = 'delayed'),
+    (select min(e.run_at) from usher.executions e where e.status = 'requested' and e.run_at > clock_timestamp()),
+    (select min(l.paused_until) from usher.lanes l where l.paused_until > clock_timestamp())
+  )
+$$;
+
+comment on function usher.next_wakeup_at() is
+  'The next moment admission may change by the clock alone: a delayed start, the end of a retry backoff, or a lane pause running out. The executor sleeps until then at most.';

@@ -16,9 +16,9 @@ begin
         hint = 'Omit the status column: new executions start as requested.';
   end if;
   if num_nonnulls(new.lane_key, new.result, new.error, new.worker_id, new.lease_token, new.lease_expires_at,
-      new.scheduled_at, new.started_at, new.completed_at) > 0
+      new.scheduled_at, new.started_at, new.completed_at, new.queue_position, new.queued_at) > 0
     or new.attempt <> 0 then
-    raise exception 'usher.executions: lane_key, result, error, worker_id, lease_token, lease_expires_at, scheduled_at, started_at, completed_at and attempt are set by Usher; insert without them'
+    raise exception 'usher.executions: lane_key, queue_position, queued_at, result, error, worker_id, lease_token, lease_expires_at, scheduled_at, started_at, completed_at and attempt are set by Usher; insert without them'
       using errcode = 'check_violation', constraint = 'executions_insert_managed_columns_unset';
   end if;
   if new.params is not null and jsonb_typeof(new.params) <> 'object' then
@@ -38,14 +38,28 @@ begin
   end if;
 
   new.timeout_seconds := coalesce(new.timeout_seconds, v_action.timeout_seconds);
+  new.max_retries := coalesce(new.max_retries, v_action.max_retries);
   v_policy := usher.effective_policy(new.action_ref);
   new.lane_key := usher.lane_key_for(v_policy, new.params);
   new.created_at := clock_timestamp();
   new.updated_at := new.created_at;
+  if new.run_at > new.created_at then
+    -- Joins its lane (and takes its place in it) only when run_at comes.
+    new.status := 'delayed';
+    return new;
+  end if;
+  new.run_at := null;
+  new.queue_position := new.id;
+  new.queued_at := new.created_at;
   if new.lane_key is null then
-    -- No policy governs this action: no slot to wait for, so it is admitted at once.
-    new.status := 'scheduled';
-    new.scheduled_at := new.created_at;
+    if usher.action_is_paused(new.action_ref) then
+      -- No policy, but paused: wait in the action's own lane (it has no limit) until resumed.
+      new.lane_key := 'action:' || new.action_ref;
+    else
+      -- No policy governs this action: no slot to wait for, so it is admitted at once.
+      new.status := 'scheduled';
+      new.scheduled_at := new.created_at;
+    end if;
   end if;
   return new;
 end
@@ -64,7 +78,7 @@ language plpgsql
 as $$
 begin
   -- Identical notifications within a transaction are folded into one by Postgres.
-  if exists (select 1 from inserted where status = 'requested') then
+  if exists (select 1 from inserted where status in ('requested', 'delayed')) then
     perform pg_notify('usher.execution_requested', '');
   end if;
   if exists (select 1 from inserted where status = 'scheduled') then
@@ -75,7 +89,7 @@ end
 $$;
 
 comment on function usher.announce_inserted_executions() is
-  'AFTER INSERT (per statement) on usher.executions: wakes the executor, or the workers for executions admitted on insert.';
+  'AFTER INSERT (per statement) on usher.executions: wakes the executor (waiting or delayed executions), or the workers (executions admitted on insert).';
 
 create or replace trigger executions_announce_inserted
   after insert on usher.executions
@@ -118,21 +132,3 @@ comment on function usher.announce_policy_change() is
 create or replace trigger policies_announce_change
   after insert or update or delete on usher.policies
   for each statement execute function usher.announce_policy_change();
-
-create or replace function usher.enqueue(
-  p_action_ref text,
-  p_params jsonb default '{}',
-  p_timeout_seconds integer default null,
-  p_parent_id bigint default null,
-  p_enforcement_id bigint default null
-)
-returns usher.executions
-language sql
-as $$
-  insert into usher.executions (action_ref, params, timeout_seconds, parent_id, enforcement_id)
-  values (p_action_ref, coalesce(p_params, '{}'), p_timeout_seconds, p_parent_id, p_enforcement_id)
-  returning *
-$$;
-
-comment on function usher.enqueue(text, jsonb, integer, bigint, bigint) is
-  'Same as INSERT INTO usher.executions, returning the new row.';

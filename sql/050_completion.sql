@@ -1,59 +1,144 @@
--- Ending an execution. The slot is released, and the next execution of the lane admitted, in the
--- same transaction that writes the terminal state: there is no message to lose in between.
+-- Ending an attempt. The slot is released, and the next execution of the lane admitted, in the
+-- same transaction that writes the outcome: there is no message to lose in between.
+
+create or replace function usher.retry_backoff_seconds(p_action usher.actions, p_attempt integer)
+returns numeric
+language sql
+volatile
+as $$
+  select least(coalesce(p_action.retry_max_delay_seconds, 300),
+      coalesce(p_action.retry_delay_seconds, 1) * power(coalesce(p_action.retry_backoff_factor, 2), greatest(p_attempt - 1, 0)))
+    * (1 + coalesce(p_action.retry_jitter, 0.2) * (2 * random() - 1))
+$$;
+
+comment on function usher.retry_backoff_seconds(usher.actions, integer) is
+  'Backoff before the retry that follows attempt p_attempt: exponential from the action''s retry_delay_seconds, capped, with jitter.';
+
+create or replace function usher.conclude_attempt(
+  p_id bigint,
+  p_lease_token uuid,
+  p_outcome text,
+  p_result jsonb,
+  p_error text,
+  p_retryable boolean,
+  p_notify boolean default true
+)
+returns text
+language plpgsql
+as $$
+declare
+  v_execution usher.executions;
+  v_action usher.actions;
+  v_policy usher.policies;
+  v_now timestamptz := clock_timestamp();
+  v_status text;
+  v_retry_at timestamptz;
+begin
+  select * into v_execution
+  from usher.executions e
+  where e.id = p_id
+    and e.lease_token = p_lease_token
+    and e.status in ('running', 'canceling')
+  for update;
+  if not found then
+    -- Fenced: this lease was voided (expired and swept, or handed to another attempt).
+    return null;
+  end if;
+
+  if v_execution.status = 'canceling' and p_outcome <> 'completed' then
+    v_status := 'cancelled';
+  elsif p_outcome in ('failed', 'timeout', 'abandoned') and p_retryable
+      and v_execution.attempt <= coalesce(v_execution.max_retries, 0) then
+    -- Retry: the same row goes back to its place in its lane, after a backoff; the attempt that
+    -- ended is kept in execution_attempts.
+    select * into v_action from usher.actions a where a.ref = v_execution.action_ref;
+    v_retry_at := v_now + make_interval(secs => usher.retry_backoff_seconds(v_action, v_execution.attempt)::float8);
+    insert into usher.execution_attempts (execution_id, attempt, worker_id, status, error, result, started_at, ended_at, retry_at)
+    values (p_id, v_execution.attempt, v_execution.worker_id, p_outcome, p_error, p_result, v_execution.started_at, v_now, v_retry_at);
+    update usher.executions e
+    set status = case when e.lane_key is null then 'delayed' else 'requested' end,
+      run_at = v_retry_at,
+      result = p_result,
+      error = p_error,
+      lease_token = null,
+      lease_expires_at = null,
+      scheduled_at = null,
+      started_at = null,
+      updated_at = v_now
+    where e.id = p_id
+    returning e.status into v_status;
+    if v_execution.lane_key is not null then
+      perform usher.release_slot(v_execution.lane_key);
+    end if;
+    -- The executor recomputes when to wake: at the end of this backoff at the latest.
+    perform pg_notify('usher.execution_requested', '');
+    return v_status;
+  else
+    v_status := p_outcome;
+  end if;
+
+  update usher.executions e
+  set status = v_status,
+    result = case when v_status = 'cancelled' then e.result else p_result end,
+    error = p_error,
+    completed_at = v_now,
+    updated_at = v_now,
+    lease_token = null,
+    lease_expires_at = null
+  where e.id = p_id;
+
+  if v_execution.lane_key is not null then
+    if v_status in ('failed', 'timeout', 'abandoned') then
+      v_policy := usher.lane_policy(v_execution.lane_key);
+      if v_policy.on_failure = 'block' then
+        update usher.lanes
+        set blocked_by = p_id,
+          blocked_reason = format('execution %s ended %s after %s attempts: %s', p_id, v_status, v_execution.attempt, coalesce(p_error, 'no error message')),
+          blocked_at = v_now
+        where lane_key = v_execution.lane_key;
+      end if;
+    end if;
+    perform usher.release_slot(v_execution.lane_key);
+  end if;
+  if p_notify then
+    perform pg_notify('usher.execution_completed', p_id::text);
+  end if;
+  return v_status;
+end
+$$;
+
+comment on function usher.conclude_attempt(bigint, uuid, text, jsonb, text, boolean, boolean) is
+  'Ends the attempt held under p_lease_token: retries it (back to its place in its lane after a backoff) when it failed, timed out or was abandoned with retries left, otherwise writes the terminal status; releases the slot and admits the next. The caller must hold the lane lock. Null when the lease is no longer held.';
 
 create or replace function usher.end_execution(
   p_id bigint,
   p_lease_token uuid,
-  p_status text,
+  p_outcome text,
   p_result jsonb,
-  p_error text
+  p_error text,
+  p_retryable boolean default true
 )
 returns text
 language plpgsql
 as $$
 declare
   v_lane_key text;
-  v_status text;
-  v_now timestamptz;
 begin
-  if p_status not in ('completed', 'failed', 'timeout', 'cancelled') then
-    raise exception 'usher.end_execution: % is not an outcome a worker can report', quote_nullable(p_status)
+  if p_outcome not in ('completed', 'failed', 'timeout', 'cancelled') then
+    raise exception 'usher.end_execution: % is not an outcome a worker can report', quote_nullable(p_outcome)
       using errcode = 'invalid_parameter_value';
   end if;
-  -- lane_key never changes after insert, so it can be read before taking the lane lock.
+  -- lane_key never changes once an execution holds a slot, so it can be read before taking the lane lock.
   select e.lane_key into v_lane_key from usher.executions e where e.id = p_id;
   if v_lane_key is not null then
     perform usher.lock_lane(v_lane_key);
   end if;
-
-  v_now := clock_timestamp();
-  update usher.executions e
-  set status = case when e.status = 'canceling' and p_status <> 'completed' then 'cancelled' else p_status end,
-    result = case when e.status = 'canceling' and p_status <> 'completed' then e.result else p_result end,
-    error = p_error,
-    completed_at = v_now,
-    updated_at = v_now,
-    lease_token = null,
-    lease_expires_at = null
-  where e.id = p_id
-    and e.lease_token = p_lease_token
-    and e.status in ('running', 'canceling')
-  returning e.status into v_status;
-  if not found then
-    -- Fenced: this lease was voided (expired and swept, or handed to another attempt).
-    return null;
-  end if;
-
-  if v_lane_key is not null then
-    perform usher.release_slot(v_lane_key);
-  end if;
-  perform pg_notify('usher.execution_completed', p_id::text);
-  return v_status;
+  return usher.conclude_attempt(p_id, p_lease_token, p_outcome, p_result, p_error, p_retryable);
 end
 $$;
 
-comment on function usher.end_execution(bigint, uuid, text, jsonb, text) is
-  'Writes a worker''s outcome for the lease holder only, releases the slot and admits the next of the lane, in one transaction. Returns the terminal status written, or null when the lease is no longer held.';
+comment on function usher.end_execution(bigint, uuid, text, jsonb, text, boolean) is
+  'Writes a worker''s outcome for the lease holder only, in one transaction with the slot release and the next admission. Returns the status written (requested or delayed: retrying), or null when the lease is no longer held.';
 
 create or replace function usher.complete_execution(p_id bigint, p_lease_token uuid, p_result jsonb)
 returns text
@@ -65,15 +150,21 @@ $$;
 comment on function usher.complete_execution(bigint, uuid, jsonb) is
   'Handler returned: completed with its result. Null when the lease is no longer held.';
 
-create or replace function usher.fail_execution(p_id bigint, p_lease_token uuid, p_error text, p_result jsonb default null)
+create or replace function usher.fail_execution(
+  p_id bigint,
+  p_lease_token uuid,
+  p_error text,
+  p_result jsonb default null,
+  p_retryable boolean default true
+)
 returns text
 language sql
 as $$
-  select usher.end_execution(p_id, p_lease_token, 'failed', p_result, p_error)
+  select usher.end_execution(p_id, p_lease_token, 'failed', p_result, p_error, p_retryable)
 $$;
 
-comment on function usher.fail_execution(bigint, uuid, text, jsonb) is
-  'Handler threw: failed with its message (cancelled if a cancel was pending). Null when the lease is no longer held.';
+comment on function usher.fail_execution(bigint, uuid, text, jsonb, boolean) is
+  'Handler threw: retried if it may be and retries are left, else failed (cancelled if a cancel was pending). Null when the lease is no longer held.';
 
 create or replace function usher.time_out_execution(p_id bigint, p_lease_token uuid, p_error text)
 returns text
@@ -83,7 +174,7 @@ as $$
 $$;
 
 comment on function usher.time_out_execution(bigint, uuid, text) is
-  'Handler overran its timeout_seconds. Null when the lease is no longer held.';
+  'Handler overran its timeout_seconds: retried if retries are left, else timeout. Null when the lease is no longer held.';
 
 create or replace function usher.hand_back_execution(p_id bigint, p_lease_token uuid)
 returns text
@@ -120,3 +211,53 @@ $$;
 
 comment on function usher.hand_back_execution(bigint, uuid) is
   'Graceful shutdown: a claimed execution the worker did not finish goes back to scheduled, keeping its slot (so it stays at the head of its lane) and with no attempt charged.';
+
+create or replace function usher.postpone_execution(p_id bigint, p_lease_token uuid, p_until timestamptz, p_reason text)
+returns text
+language plpgsql
+as $$
+declare
+  v_lane_key text;
+  v_execution usher.executions;
+  v_now timestamptz := clock_timestamp();
+begin
+  select e.lane_key into v_lane_key from usher.executions e where e.id = p_id;
+  if v_lane_key is not null then
+    perform usher.lock_lane(v_lane_key);
+  end if;
+  select * into v_execution from usher.executions e
+  where e.id = p_id and e.lease_token = p_lease_token and e.status in ('running', 'canceling')
+  for update;
+  if not found then
+    return null;
+  end if;
+  if v_execution.status = 'canceling' then
+    return usher.conclude_attempt(p_id, p_lease_token, 'cancelled', null, 'cancelled while postponing', false);
+  end if;
+
+  -- Back to its place, no attempt charged; the whole lane waits (an execution without lane waits alone).
+  update usher.executions e
+  set status = case when e.lane_key is null then 'delayed' else 'requested' end,
+    run_at = case when e.lane_key is null then p_until end,
+    attempt = e.attempt - 1,
+    worker_id = null,
+    lease_token = null,
+    lease_expires_at = null,
+    scheduled_at = null,
+    started_at = null,
+    updated_at = v_now
+  where e.id = p_id;
+  if v_lane_key is not null then
+    update usher.lanes l
+    set paused_until = greatest(l.paused_until, p_until),
+      pause_reason = coalesce(p_reason, format('postponed by execution %s', p_id))
+    where l.lane_key = v_lane_key;
+    perform usher.release_slot(v_lane_key);
+  end if;
+  perform pg_notify('usher.execution_requested', '');
+  return case when v_lane_key is null then 'delayed' else 'requested' end;
+end
+$$;
+
+comment on function usher.postpone_execution(bigint, uuid, timestamptz, text) is
+  'A handler hit an upstream limit: its execution goes back to the head of its lane with no attempt charged, and the whole lane pauses until p_until.';

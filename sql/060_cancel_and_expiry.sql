@@ -15,10 +15,10 @@ begin
     return;
   end if;
 
-  -- Waiting: holds no slot, so no lane lock is needed.
+  -- Waiting or delayed: holds no slot, so no lane lock is needed.
   update usher.executions e
   set status = 'cancelled', result = v_result, completed_at = v_now, updated_at = v_now
-  where e.id = p_id and e.status = 'requested'
+  where e.id = p_id and e.status in ('requested', 'delayed')
   returning e.status into v_status;
   if found then
     perform pg_notify('usher.execution_completed', p_id::text);
@@ -69,11 +69,13 @@ as $$
 declare
   v_row record;
   v_now timestamptz;
-  v_ids bigint[] := '{}';
+  v_status text;
+  v_ended bigint[] := '{}';
+  v_count integer := 0;
 begin
   -- Lanes are locked in lane_key order, so concurrent sweeps cannot deadlock.
   for v_row in
-    select e.id, e.lane_key, e.lease_token
+    select e.id, e.lane_key, e.lease_token, e.worker_id, e.timeout_seconds
     from usher.executions e
     where e.status in ('running', 'canceling')
       and (e.lease_expires_at < clock_timestamp()
@@ -84,47 +86,89 @@ begin
     if v_row.lane_key is not null then
       perform usher.lock_lane(v_row.lane_key);
     end if;
+    v_now := clock_timestamp();
     -- A row locked right now is being marked or renewed by its worker: leave it to the next sweep
-    -- rather than wait (a heartbeat renews several rows in one statement, in its own order).
-    perform 1 from usher.executions e where e.id = v_row.id for update skip locked;
+    -- rather than wait (a heartbeat renews several rows in one statement, in its own order). The
+    -- conditions are checked again under the lock: the worker's own mark may have just won.
+    perform 1 from usher.executions e
+    where e.id = v_row.id
+      and e.lease_token = v_row.lease_token
+      and (e.lease_expires_at < v_now
+        or e.started_at + make_interval(secs => e.timeout_seconds + p_timeout_grace_seconds) < v_now)
+    for update skip locked;
     if not found then
       continue;
     end if;
-    v_now := clock_timestamp();
-    update usher.executions e
-    set status = case
-        when e.status = 'canceling' then 'cancelled'
-        when e.lease_expires_at < v_now then 'abandoned'
-        else 'timeout'
-      end,
-      error = case
-        when e.status = 'canceling' then 'worker stopped before confirming the cancel'
-        when e.lease_expires_at < v_now then format('lease expired: worker %s stopped renewing it', e.worker_id)
-        else format('ran past timeout_seconds = %s and its worker did not stop it', e.timeout_seconds)
-      end,
-      completed_at = v_now,
-      updated_at = v_now,
-      lease_token = null,
-      lease_expires_at = null
-    where e.id = v_row.id
-      and e.lease_token = v_row.lease_token
-      and e.status in ('running', 'canceling')
-      and (e.lease_expires_at < v_now
-        or e.started_at + make_interval(secs => e.timeout_seconds + p_timeout_grace_seconds) < v_now);
-    if found then
-      if v_row.lane_key is not null then
-        perform usher.release_slot(v_row.lane_key);
-      end if;
-      v_ids := v_ids || v_row.id;
+    if (select e.lease_expires_at < v_now from usher.executions e where e.id = v_row.id) then
+      v_status := usher.conclude_attempt(v_row.id, v_row.lease_token, 'abandoned', null,
+        format('lease expired: worker %s stopped renewing it', v_row.worker_id), true, false);
+    else
+      v_status := usher.conclude_attempt(v_row.id, v_row.lease_token, 'timeout', null,
+        format('ran past timeout_seconds = %s and its worker did not stop it', v_row.timeout_seconds), true, false);
+    end if;
+    v_count := v_count + 1;
+    if v_status in ('completed', 'failed', 'cancelled', 'timeout', 'abandoned') then
+      v_ended := v_ended || v_row.id;
     end if;
   end loop;
-  perform usher.notify_ids('usher.execution_completed', v_ids);
-  return cardinality(v_ids);
+  perform usher.notify_ids('usher.execution_completed', v_ended);
+  return v_count;
 end
 $$;
 
 comment on function usher.expire_running_executions(integer, integer) is
-  'Executor sweep: ends running executions whose lease expired (abandoned) or that overran timeout_seconds plus a grace (timeout), releasing their slots. Re-checks the lease token under the lane lock, so a worker''s own mark always wins a race.';
+  'Executor sweep: ends the attempts of running executions whose lease expired (abandoned) or that overran timeout_seconds plus a grace (timeout), retrying them when retries are left, and releases their slots. Re-checks the lease token under the lane lock, so a worker''s own mark always wins a race.';
+
+create or replace function usher.cancel_overdue_waiting(p_limit integer default 1000)
+returns integer
+language plpgsql
+as $$
+declare
+  v_lane record;
+  v_now timestamptz := clock_timestamp();
+  v_ids bigint[];
+  v_all bigint[] := '{}';
+begin
+  for v_lane in
+    select w.lane_key, p.queue_timeout_seconds, p.ref
+    from (select distinct e.lane_key from usher.executions e where e.status = 'requested') w
+    cross join lateral usher.lane_policy(w.lane_key) p
+    where p.queue_timeout_seconds is not null
+  loop
+    -- Waiting counts from when it could first be admitted: joining its lane, or the end of a retry's backoff.
+    with overdue as (
+      select e.id
+      from usher.executions e
+      where e.lane_key = v_lane.lane_key
+        and e.status = 'requested'
+        and greatest(e.queued_at, e.run_at) < v_now - make_interval(secs => v_lane.queue_timeout_seconds)
+      order by e.queue_position, e.id
+      limit p_limit
+      for update skip locked
+    ),
+    cancelled as (
+      update usher.executions e
+      set status = 'cancelled',
+        result = jsonb_build_object(
+          'reason', format('Waited longer than queue_timeout_seconds = %s in lane %s (policy %s)',
+            v_lane.queue_timeout_seconds, v_lane.lane_key, v_lane.ref),
+          'policy_ref', v_lane.ref),
+        completed_at = v_now,
+        updated_at = v_now
+      from overdue
+      where e.id = overdue.id
+      returning e.id
+    )
+    select array_agg(cancelled.id) into v_ids from cancelled;
+    v_all := v_all || coalesce(v_ids, '{}');
+  end loop;
+  perform usher.notify_ids('usher.execution_completed', v_all);
+  return cardinality(v_all);
+end
+$$;
+
+comment on function usher.cancel_overdue_waiting(integer) is
+  'Executor sweep: cancels executions that waited in their lane longer than its policy''s queue_timeout_seconds; the rest keep their order.';
 
 create or replace function usher.delete_idle_lanes(p_idle_seconds integer default 60)
 returns integer

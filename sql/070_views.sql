@@ -9,7 +9,9 @@ select
   min(e.created_at) filter (where e.status = 'requested') as oldest_enqueued_at,
   count(e.id) as total_enqueued,
   count(e.id) filter (where e.status = 'completed') as total_completed,
-  greatest(a.updated_at, max(e.updated_at)) as last_updated
+  greatest(a.updated_at, max(e.updated_at)) as last_updated,
+  usher.action_is_paused(a.ref) as paused,
+  count(e.id) filter (where e.status = 'delayed') as delayed_count
 from usher.actions a
 left join usher.executions e on e.action_ref = a.ref
 group by a.ref, a.updated_at;
@@ -21,13 +23,16 @@ comment on column usher.queue_stats.active_count is 'Executions holding a slot: 
 comment on column usher.queue_stats.max_concurrent is 'Threshold of the effective policy per lane; null when no policy limits it.';
 comment on column usher.queue_stats.total_completed is 'Executions that ended with status completed.';
 comment on column usher.queue_stats.action_ref is 'The action.';
+comment on column usher.queue_stats.paused is 'Whether the action or its pack is paused (nothing of it is admitted).';
+comment on column usher.queue_stats.delayed_count is 'Executions waiting for their run_at before joining a lane.';
 comment on column usher.queue_stats.oldest_enqueued_at is 'Enqueue time of the oldest waiting execution.';
 comment on column usher.queue_stats.total_enqueued is 'Executions of the action in the table, in any status.';
 comment on column usher.queue_stats.last_updated is 'Latest change to the action or any of its executions.';
 
 create or replace view usher.lane_stats as
 with waiting as (
-  select e.lane_key, count(*) as queue_length, min(e.created_at) as oldest_enqueued_at
+  select e.lane_key, count(*) as queue_length, min(e.created_at) as oldest_enqueued_at,
+    min(e.run_at) filter (where e.run_at > clock_timestamp()) as next_retry_at
   from usher.executions e
   where e.status = 'requested'
     and e.lane_key is not null
@@ -43,7 +48,12 @@ select
   p.threshold,
   p.ref as policy_ref,
   w.oldest_enqueued_at,
-  l.total_admitted
+  l.total_admitted,
+  l.paused_until,
+  l.pause_reason,
+  l.blocked_by,
+  l.blocked_reason,
+  w.next_retry_at
 from (select lane_key from usher.lanes union select lane_key from waiting) k
 left join usher.lanes l on l.lane_key = k.lane_key
 left join waiting w on w.lane_key = k.lane_key
@@ -61,6 +71,11 @@ comment on column usher.lane_stats.threshold is 'Threshold of the policy now in 
 comment on column usher.lane_stats.policy_ref is 'The policy now in force for the lane''s scope.';
 comment on column usher.lane_stats.oldest_enqueued_at is 'Enqueue time of the oldest waiting execution.';
 comment on column usher.lane_stats.total_admitted is 'Executions admitted since the lane row was created.';
+comment on column usher.lane_stats.paused_until is 'Nothing is admitted into the lane before this time.';
+comment on column usher.lane_stats.pause_reason is 'Why the lane is paused.';
+comment on column usher.lane_stats.blocked_by is 'The failed execution that blocks the lane (policy on_failure = block) until it is retried or the lane unblocked.';
+comment on column usher.lane_stats.blocked_reason is 'Why the lane is blocked.';
+comment on column usher.lane_stats.next_retry_at is 'When the first retry waiting in the lane ends its backoff.';
 
 create or replace function usher.check_invariants()
 returns table (lane_key text, problem text, detail text)
@@ -103,22 +118,24 @@ as $$
   cross join lateral (
     select n.id from usher.executions n
     where n.lane_key = e.lane_key
-      and n.id > e.id
+      and (n.queue_position, n.id) > (e.queue_position, e.id)
       and n.status in ('scheduled', 'running', 'canceling')
-      and n.scheduled_at > e.created_at
-    order by n.id
+      and n.scheduled_at > greatest(e.queued_at, e.run_at)
+    order by n.queue_position, n.id
     limit 1
   ) newer
   where e.status = 'requested'
     and e.lane_key is not null
+    and not usher.action_is_paused(e.action_ref)
 $$;
 
 comment on function usher.check_invariants() is
-  'Returns one row per broken invariant (none when all hold): slot counters equal to the executions holding slots, no lane admitted past its threshold, no execution admitted while an older one of its lane, already enqueued, waits.';
+  'Returns one row per broken invariant (none when all hold): slot counters equal to the executions holding slots, no lane admitted past its threshold, no execution admitted while one ahead of it in its lane was waiting and due.';
 
 create or replace view usher.execution_statuses (status, holds_slot, terminal, meaning) as
 values
-  ('requested', false, false, 'Waiting in its FIFO lane for a slot.'),
+  ('delayed', false, false, 'Waiting for its run_at (a delayed start, or the backoff of a retry of an execution without lane) before joining its lane.'),
+  ('requested', false, false, 'Waiting in its FIFO lane for a slot (a retry waits here at its old place until its backoff ends).'),
   ('scheduled', true, false, 'Admitted: holds a slot of its lane, waiting for a worker to claim it.'),
   ('running', true, false, 'Claimed by a worker under a lease; its handler is running.'),
   ('canceling', true, false, 'Cancel requested while running; the worker is stopping the handler.'),

@@ -5,7 +5,7 @@ type Timestamp = ColumnType<Date, never, never>;
 type Json = ColumnType<unknown, string, string>;
 
 export const executionStatuses = [
-  'requested', 'scheduled', 'running', 'canceling',
+  'delayed', 'requested', 'scheduled', 'running', 'canceling',
   'completed', 'failed', 'cancelled', 'timeout', 'abandoned',
 ] as const;
 export type ExecutionStatus = (typeof executionStatuses)[number];
@@ -17,6 +17,11 @@ export interface ExecutionsTable {
   params: Json;
   status: Generated<ExecutionStatus>;
   lane_key: string | null;
+  queue_position: string | null;
+  queued_at: Timestamp | null;
+  run_at: ColumnType<Date | null, Date | string | null, never>;
+  max_retries: number | null;
+  idempotency_key: string | null;
   result: Json | null;
   error: string | null;
   timeout_seconds: number | null;
@@ -52,6 +57,8 @@ export interface QueueStatsView {
   total_enqueued: string;
   total_completed: string;
   last_updated: Date;
+  paused: boolean;
+  delayed_count: string;
 }
 
 export interface LaneStatsView {
@@ -65,6 +72,11 @@ export interface LaneStatsView {
   policy_ref: string | null;
   oldest_enqueued_at: Date | null;
   total_admitted: string | null;
+  paused_until: Date | null;
+  pause_reason: string | null;
+  blocked_by: string | null;
+  blocked_reason: string | null;
+  next_retry_at: Date | null;
 }
 
 export interface WorkersTable {

@@ -13,6 +13,12 @@ export interface EnqueueInput {
   readonly timeout_seconds?: number;
   readonly parent_id?: string;
   readonly enforcement_id?: string;
+  /** Not before this time: the execution joins its lane (and takes its place there) only then. */
+  readonly run_at?: Date | string;
+  /** Overrides the action's max_retries for this execution. */
+  readonly max_retries?: number;
+  /** While an execution of the same action with this key is not terminal, enqueue returns that one instead. */
+  readonly idempotency_key?: string;
 }
 
 /** Enqueues one execution; `db` may be a pool or a client inside the caller's transaction. */
@@ -21,7 +27,10 @@ export async function enqueue(db: Queryable, input: EnqueueInput): Promise<Execu
   return execution as Execution;
 }
 
-/** Enqueues several executions in one statement; ids follow the order of `inputs`. */
+/**
+ * Enqueues several executions in one statement; the answer follows the order of `inputs`. An input
+ * whose idempotency_key matches an execution of its action that has not ended gets that execution.
+ */
 export async function enqueueMany(db: Queryable, inputs: readonly EnqueueInput[]): Promise<Execution[]> {
   if (inputs.length === 0) return [];
   const rows = inputs.map((input) => ({
@@ -30,19 +39,49 @@ export async function enqueueMany(db: Queryable, inputs: readonly EnqueueInput[]
     timeout_seconds: input.timeout_seconds ?? null,
     parent_id: input.parent_id ?? null,
     enforcement_id: input.enforcement_id ?? null,
+    run_at: input.run_at instanceof Date ? input.run_at.toISOString() : input.run_at ?? null,
+    max_retries: input.max_retries ?? null,
+    idempotency_key: input.idempotency_key ?? null,
   }));
+  let inserted: Execution[];
   try {
     const result = await db.query<Execution>(
-      `insert into usher.executions (action_ref, params, timeout_seconds, parent_id, enforcement_id)
+      `insert into usher.executions
+         (action_ref, params, timeout_seconds, parent_id, enforcement_id, run_at, max_retries, idempotency_key)
        select r.item ->> 'action_ref', r.item -> 'params', (r.item ->> 'timeout_seconds')::integer,
-         (r.item ->> 'parent_id')::bigint, (r.item ->> 'enforcement_id')::bigint
+         (r.item ->> 'parent_id')::bigint, (r.item ->> 'enforcement_id')::bigint, (r.item ->> 'run_at')::timestamptz,
+         (r.item ->> 'max_retries')::integer, r.item ->> 'idempotency_key'
        from jsonb_array_elements($1::jsonb) with ordinality as r (item, ord)
        order by r.ord
+       on conflict (action_ref, idempotency_key) where idempotency_key is not null and completed_at is null do nothing
        returning *`,
       [JSON.stringify(rows)],
     );
-    return result.rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+    inserted = result.rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
   } catch (error) {
     throw toEnqueueError(error);
   }
+  // Inserted rows keep the order of their inputs; an input that was skipped met an existing key.
+  const answer: Execution[] = [];
+  let next = 0;
+  for (const input of inputs) {
+    const row = inserted[next];
+    if (row && row.action_ref === input.action_ref && row.idempotency_key === (input.idempotency_key ?? null)) {
+      answer.push(row);
+      next += 1;
+    } else {
+      answer.push(await existingOrNew(db, input));
+    }
+  }
+  return answer;
+}
+
+/** The execution that holds an idempotency key; if it ended meanwhile, a new one. */
+async function existingOrNew(db: Queryable, input: EnqueueInput): Promise<Execution> {
+  const { rows } = await db.query<Execution>(
+    `select * from usher.executions
+     where action_ref = $1 and idempotency_key = $2 and completed_at is null`,
+    [input.action_ref, input.idempotency_key],
+  );
+  return rows[0] ?? enqueue(db, input);
 }

@@ -22,3 +22,22 @@ export async function deleteIdleLanes(db: Queryable, idleSeconds: number): Promi
   const result = await db.query<{ n: number }>('select usher.delete_idle_lanes($1) as n', [idleSeconds]);
   return result.rows[0]?.n ?? 0;
 }
+
+/** Delayed executions whose run_at has come join their lanes. */
+export async function releaseDueDelayed(db: Queryable): Promise<number> {
+  const result = await db.query<{ n: number }>('select usher.release_due_delayed() as n');
+  return result.rows[0]?.n ?? 0;
+}
+
+export async function cancelOverdueWaiting(db: Queryable): Promise<number> {
+  const result = await db.query<{ n: number }>('select usher.cancel_overdue_waiting() as n');
+  return result.rows[0]?.n ?? 0;
+}
+
+/** Milliseconds until usher.next_wakeup_at(), by the database clock; null when nothing is due. */
+export async function msUntilNextWakeup(db: Queryable): Promise<number | null> {
+  const result = await db.query<{ ms: number | null }>(
+    `select greatest(0, ceil(extract(epoch from usher.next_wakeup_at() - clock_timestamp()) * 1000))::float8 as ms`,
+  );
+  return result.rows[0]?.ms ?? null;
+}

@@ -7,6 +7,11 @@ export interface Execution {
   params: Record<string, unknown>;
   status: ExecutionStatus;
   lane_key: string | null;
+  queue_position: string | null;
+  queued_at: Date | null;
+  run_at: Date | null;
+  max_retries: number;
+  idempotency_key: string | null;
   result: unknown;
   error: string | null;
   timeout_seconds: number;

@@ -70,8 +70,19 @@ export function completeExecution(db: Queryable, claim: ClaimedExecution, result
   return mark(db, 'select usher.complete_execution($1, $2, $3::jsonb) as status', [claim.id, claim.lease_token, resultJson]);
 }
 
-export function failExecution(db: Queryable, claim: ClaimedExecution, error: string, resultJson: string | null): Promise<MarkResult> {
-  return mark(db, 'select usher.fail_execution($1, $2, $3, $4::jsonb) as status', [claim.id, claim.lease_token, error, resultJson]);
+export function failExecution(
+  db: Queryable,
+  claim: ClaimedExecution,
+  error: string,
+  resultJson: string | null,
+  retryable = true,
+): Promise<MarkResult> {
+  return mark(db, 'select usher.fail_execution($1, $2, $3, $4::jsonb, $5) as status', [claim.id, claim.lease_token, error, resultJson, retryable]);
+}
+
+/** Back to the head of its lane with no attempt charged; the lane pauses until `until`. */
+export function postponeExecution(db: Queryable, claim: ClaimedExecution, until: Date, reason: string | undefined): Promise<MarkResult> {
+  return mark(db, 'select usher.postpone_execution($1, $2, $3, $4) as status', [claim.id, claim.lease_token, until, reason ?? null]);
 }
 
 export function timeOutExecution(db: Queryable, claim: ClaimedExecution, error: string): Promise<MarkResult> {

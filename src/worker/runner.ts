@@ -12,14 +12,41 @@ export interface HandlerContext {
   readonly log: Logger;
   /** Fires on timeout, cancel, shutdown or a lost lease; `signal.reason` is an Error naming which. */
   readonly signal: AbortSignal;
+  /**
+   * For an upstream limit (HTTP 429 with Retry-After): puts this execution back at the head of its
+   * lane, with no attempt charged, and pauses the whole lane until `until`. Never returns.
+   */
+  pauseLaneUntil(until: Date, reason?: string): never;
+}
+
+/** Thrown by ctx.pauseLaneUntil; the worker turns it into a postponement. */
+export class LanePause extends Error {
+  constructor(readonly until: Date, readonly reason: string | undefined) {
+    super(`lane paused until ${until.toISOString()}${reason ? `: ${reason}` : ''}`);
+    this.name = 'LanePause';
+  }
+}
+
+/**
+ * An error a handler throws when trying again cannot help (bad input, a permanent refusal):
+ * the execution fails at once, whatever retries are left. Any error with `retryable: false` counts too.
+ */
+export class NonRetryableError extends Error {
+  readonly retryable = false;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'NonRetryableError';
+  }
 }
 
 export type Handler = (params: Record<string, unknown>, ctx: HandlerContext) => unknown;
 
 export type Outcome =
   | { kind: 'completed'; resultJson: string }
-  | { kind: 'failed'; error: string; resultJson: string }
+  | { kind: 'failed'; error: string; resultJson: string; retryable: boolean }
   | { kind: 'timeout'; error: string }
+  | { kind: 'postponed'; until: Date; reason: string | undefined }
   | { kind: 'aborted'; cause: Exclude<AbortCause, 'timeout'> };
 
 /** One execution in flight on this worker. */
@@ -60,9 +87,9 @@ export function describeError(thrown: unknown): { name: string; message: string 
   return { name: 'NonErrorThrown', message };
 }
 
-function failure(name: string, message: string): Outcome {
+function failure(name: string, message: string, retryable = true): Outcome {
   const text = `${name}: ${message}`.slice(0, MAX_ERROR_LENGTH);
-  return { kind: 'failed', error: text, resultJson: JSON.stringify({ error: { name, message: message.slice(0, MAX_ERROR_LENGTH) } }) };
+  return { kind: 'failed', error: text, resultJson: JSON.stringify({ error: { name, message: message.slice(0, MAX_ERROR_LENGTH) } }), retryable };
 }
 
 /** JSON text of a handler's return value; undefined becomes null. */
@@ -74,8 +101,9 @@ export function serializeResult(value: unknown): { ok: true; json: string } | { 
   }
 }
 
+/** A result that cannot be stored will not become storable on a retry. */
 export function failureFromReason(reason: string): Outcome {
-  return failure('ResultNotStorable', reason);
+  return failure('ResultNotStorable', reason, false);
 }
 
 export async function runHandler(handler: Handler, running: RunningExecution, log: Logger, abortGraceMs: number): Promise<Outcome> {
@@ -91,6 +119,12 @@ export async function runHandler(handler: Handler, running: RunningExecution, lo
     execution: { id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt },
     log,
     signal: running.controller.signal,
+    pauseLaneUntil(until: Date, reason?: string): never {
+      if (!(until instanceof Date) || Number.isNaN(until.getTime())) {
+        throw new NonRetryableError(`ctx.pauseLaneUntil needs a valid Date, got ${String(until)}`);
+      }
+      throw new LanePause(until, reason);
+    },
   };
   const settled = Promise.resolve()
     .then(() => handler(claim.params, ctx))
@@ -111,7 +145,9 @@ export async function runHandler(handler: Handler, running: RunningExecution, lo
     const serialized = serializeResult(first.value);
     return serialized.ok ? { kind: 'completed', resultJson: serialized.json } : failureFromReason(serialized.reason);
   }
+  if (first.error instanceof LanePause) return { kind: 'postponed', until: first.error.until, reason: first.error.reason };
   if (running.cause) return { kind: 'aborted', cause: running.cause };
   const { name, message } = describeError(first.error);
-  return failure(name, message);
+  const retryable = (first.error as { retryable?: unknown } | null)?.retryable !== false;
+  return failure(name, message, retryable);
 }

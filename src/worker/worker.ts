@@ -166,13 +166,15 @@ export class Worker {
     }
     let status = await this.markWithRetry(() => this.mark(claim, outcome), log);
     if (status === 'unstorable') {
-      status = await this.markWithRetry(
-        () => calls.failExecution(this.pool, claim, ...failureArgs(failureFromReason('the result could not be stored in Postgres (jsonb rejected it)'))),
-        log,
-      );
+      const failed = failureFromReason('the result could not be stored in Postgres (jsonb rejected it)');
+      status = await this.markWithRetry(() => this.mark(claim, failed), log);
     }
-    if (status === null) {
+    if (status === null || status === 'unstorable') {
       log.warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
+    } else if (outcome.kind === 'postponed') {
+      log.info({ event: 'execution:postponed', until: outcome.until.toISOString(), reason: outcome.reason }, 'lane paused; execution back at its head');
+    } else if (status === 'requested' || status === 'delayed') {
+      log.info({ event: 'execution:retrying', outcome: outcome.kind }, 'attempt ended; retrying after backoff');
     } else {
       log.info({ event: `execution:${status}` }, `execution ${status}`);
     }
@@ -183,12 +185,14 @@ export class Worker {
       case 'completed':
         return calls.completeExecution(this.pool, claim, outcome.resultJson);
       case 'failed':
-        return calls.failExecution(this.pool, claim, ...failureArgs(outcome));
+        return calls.failExecution(this.pool, claim, outcome.error, outcome.resultJson, outcome.retryable);
+      case 'postponed':
+        return calls.postponeExecution(this.pool, claim, outcome.until, outcome.reason);
       case 'timeout':
         return calls.timeOutExecution(this.pool, claim, outcome.error);
       case 'aborted':
         return outcome.cause === 'cancel'
-          ? calls.failExecution(this.pool, claim, 'aborted by cancel', null)
+          ? calls.failExecution(this.pool, claim, 'aborted by cancel', null, false)
           : calls.handBackExecution(this.pool, claim);
     }
   }
@@ -249,6 +253,3 @@ export class Worker {
   }
 }
 
-function failureArgs(outcome: Outcome): [string, string | null] {
-  return outcome.kind === 'failed' ? [outcome.error, outcome.resultJson] : ['unexpected outcome', null];
-}
