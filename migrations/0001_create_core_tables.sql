@@ -61,7 +61,9 @@ create table usher.policies (
     constraint policies_queue_timeout_seconds_positive check (queue_timeout_seconds > 0),
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  constraint policies_scope_is_action_or_pack_or_global check (num_nonnulls(action_ref, pack_ref) <= 1)
+  constraint policies_scope_is_action_or_pack_or_global check (num_nonnulls(action_ref, pack_ref) <= 1),
+  constraint policies_rate_limit_complete check (
+    (rate_limit_max_executions is null) = (rate_limit_window_seconds is null))
 );
 
 comment on table usher.policies is
@@ -73,10 +75,10 @@ comment on column usher.policies.threshold is 'Max executions of a lane holding 
 comment on column usher.policies.method is 'enqueue: wait in the FIFO lane for a slot. cancel: cancel at once when no slot is free.';
 comment on column usher.policies.parameters is 'Dot-paths into params; each distinct combination of values is its own FIFO lane with its own threshold.';
 comment on column usher.policies.max_queue_length is 'Max executions waiting in one lane; beyond it new ones are cancelled with "Queue full".';
-comment on column usher.policies.rate_limit_max_executions is 'Reserved for rate limiting: admissions allowed per window.';
-comment on column usher.policies.rate_limit_window_seconds is 'Reserved for rate limiting: sliding window length.';
-comment on column usher.policies.quotas is 'Reserved for quotas: list of {quota_type, limit}.';
-comment on column usher.policies.queue_timeout_seconds is 'Reserved: longest time an execution may wait in its lane.';
+comment on column usher.policies.rate_limit_max_executions is 'Rate limit: admissions allowed per lane within any window of rate_limit_window_seconds. Over it, executions wait in order (method cancel: are cancelled).';
+comment on column usher.policies.rate_limit_window_seconds is 'Rate limit: length of the sliding window.';
+comment on column usher.policies.quotas is 'Quotas over the whole scope (all its lanes): a list of {"quota_type": "running_executions" | "executions_total", "limit": n}. running_executions caps executions holding a slot (over it they wait); executions_total caps admissions ever (over it they are cancelled with QuotaExceeded).';
+comment on column usher.policies.queue_timeout_seconds is 'Longest time an execution may wait in its lane before it is cancelled.';
 comment on column usher.policies.id is 'Surrogate key.';
 comment on column usher.policies.ref is 'Unique name of the policy.';
 comment on column usher.policies.description is 'Why the policy exists, for people.';

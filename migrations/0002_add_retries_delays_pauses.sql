@@ -1,5 +1,5 @@
 -- Lifecycle: retries with backoff and their history, delayed starts (run_at), pausing actions,
--- packs and lanes, a lane blocked by a failed head, waiting-time limits and idempotency keys.
+-- packs and lanes, a lane blocked by a failed head, rate limits, waiting-time limits and idempotency keys.
 
 alter table usher.actions
   add column max_retries integer not null default 0
@@ -43,12 +43,16 @@ comment on column usher.policies.on_failure is
   'What a lane does when an execution fails. wait: a retry keeps its place at the head and the lane waits for it; one that fails for good is recorded and the lane moves on. block: as wait, but one that fails for good blocks the lane until an operator retries it or unblocks the lane. skip: the lane never waits; a retry rejoins at its old place once its backoff is over.';
 
 alter table usher.lanes
+  add column recent_admissions timestamptz[] not null default '{}',
+  add column rate_limited_until timestamptz,
   add column paused_until timestamptz,
   add column pause_reason text,
   add column blocked_by bigint,
   add column blocked_reason text,
   add column blocked_at timestamptz;
 
+comment on column usher.lanes.recent_admissions is 'Admission times within the rate-limit window of the lane''s policy (a sliding-window log, oldest first); empty without a rate limit.';
+comment on column usher.lanes.rate_limited_until is 'Set when admission stopped at the rate limit: when the oldest admission leaves the window and the next may start.';
 comment on column usher.lanes.paused_until is 'No admission into this lane before this time (set by a handler hitting an upstream limit, or by an operator).';
 comment on column usher.lanes.pause_reason is 'Why the lane is paused.';
 comment on column usher.lanes.blocked_by is 'Execution that failed for good at the head of a lane whose policy blocks on failure; nothing is admitted until it is retried or the lane unblocked.';
@@ -66,7 +70,8 @@ alter table usher.executions
   add column max_retries integer
     constraint executions_max_retries_range check (max_retries between 0 and 1000),
   add column idempotency_key text
-    constraint executions_idempotency_key_length check (length(idempotency_key) between 1 and 200);
+    constraint executions_idempotency_key_length check (length(idempotency_key) between 1 and 200),
+  add column scope_counted boolean not null default false;
 
 comment on column usher.executions.status is
   'delayed: waiting for run_at before joining its lane. requested: waiting in its FIFO lane. scheduled: holds a slot, waiting for a worker. running: claimed by a worker. canceling: cancel requested while running. Terminal: completed, failed, cancelled, timeout, abandoned (lease expired).';
@@ -74,6 +79,7 @@ comment on column usher.executions.queue_position is 'Place in its lane: the lan
 comment on column usher.executions.queued_at is 'When it joined its lane (queue_timeout_seconds counts from here).';
 comment on column usher.executions.run_at is 'Not admitted before this time: a delayed start given at insert, or the end of a retry''s backoff.';
 comment on column usher.executions.max_retries is 'Retries allowed for this execution; defaults to its action''s max_retries.';
+comment on column usher.executions.scope_counted is 'Admitted under a running_executions quota: counted in usher.scope_usage.active_count until it ends.';
 comment on column usher.executions.idempotency_key is 'Optional key: while an execution of the action with the same key is not terminal, another cannot be inserted.';
 
 update usher.executions set queue_position = id, queued_at = created_at where queue_position is null;
@@ -113,3 +119,18 @@ comment on column usher.execution_attempts.result is 'Its result, if any.';
 comment on column usher.execution_attempts.started_at is 'When the attempt was claimed.';
 comment on column usher.execution_attempts.ended_at is 'When it ended.';
 comment on column usher.execution_attempts.retry_at is 'When the next attempt could start (end of the backoff); null for an operator retry.';
+
+create table usher.scope_usage (
+  scope_key text primary key,
+  admitted_total bigint not null default 0,
+  active_count integer not null default 0
+    constraint scope_usage_active_count_not_negative check (active_count >= 0),
+  updated_at timestamptz not null default now()
+);
+
+comment on table usher.scope_usage is
+  'Counters for quotas, per policy scope ("action:<ref>", "pack:<ref>" or "global", across all its parameter lanes). Kept only for scopes whose policy has quotas.';
+comment on column usher.scope_usage.scope_key is 'The scope: a lane key without its group part.';
+comment on column usher.scope_usage.admitted_total is 'Executions admitted in the scope since its policy first had a quota (the executions_total budget counts these).';
+comment on column usher.scope_usage.active_count is 'Executions of the scope holding a slot that were admitted under a running_executions quota.';
+comment on column usher.scope_usage.updated_at is 'Last change.';

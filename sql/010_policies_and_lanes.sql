@@ -103,3 +103,49 @@ as $$
 $$;
 
 comment on function usher.action_is_paused(text) is 'Whether the action, or its pack, is paused: its executions are not admitted.';
+
+create or replace function usher.policy_quota(p_policy usher.policies, p_quota_type text)
+returns integer
+language sql
+immutable
+as $$
+  select min((q ->> 'limit')::integer)
+  from jsonb_array_elements(coalesce(p_policy.quotas, '[]')) q
+  where q ->> 'quota_type' = p_quota_type
+$$;
+
+comment on function usher.policy_quota(usher.policies, text) is 'The limit of one quota type of a policy, or null when it has none.';
+
+create or replace function usher.validate_policy()
+returns trigger
+language plpgsql
+as $$
+declare
+  v_quota jsonb;
+begin
+  for v_quota in select q from jsonb_array_elements(new.quotas) q loop
+    if jsonb_typeof(v_quota) <> 'object'
+      or v_quota ->> 'quota_type' is null
+      or v_quota ->> 'quota_type' not in ('running_executions', 'executions_total')
+      or jsonb_typeof(v_quota -> 'limit') <> 'number'
+      or (v_quota ->> 'limit')::numeric <> floor((v_quota ->> 'limit')::numeric)
+      or (v_quota ->> 'limit')::numeric < 0
+      or (v_quota ->> 'limit')::numeric > 2147483647 then
+      raise exception 'usher.policies: policy % has an invalid quota %: each must be {"quota_type": "running_executions" or "executions_total", "limit": a whole number >= 0}',
+        new.ref, v_quota
+        using errcode = 'check_violation', constraint = 'policies_quotas_valid';
+    end if;
+  end loop;
+  if (select count(*) <> count(distinct q ->> 'quota_type') from jsonb_array_elements(new.quotas) q) then
+    raise exception 'usher.policies: policy % names a quota type twice', new.ref
+      using errcode = 'check_violation', constraint = 'policies_quotas_valid';
+  end if;
+  return new;
+end
+$$;
+
+comment on function usher.validate_policy() is 'BEFORE INSERT OR UPDATE on usher.policies: checks the quotas list, naming the policy and the bad entry.';
+
+create or replace trigger policies_validate
+  before insert or update on usher.policies
+  for each row execute function usher.validate_policy();

@@ -13,6 +13,11 @@ declare
   v_candidate record;
   v_ids bigint[] := '{}';
   v_admitted integer;
+  v_window interval;
+  v_recent timestamptz[] := '{}';
+  v_running_quota integer;
+  v_total_quota integer;
+  v_usage usher.scope_usage;
 begin
   select * into v_lane from usher.lanes l where l.lane_key = p_lane_key;
   if v_lane.blocked_by is not null or v_lane.paused_until > v_now then
@@ -24,6 +29,25 @@ begin
     v_free := 1000;
   else
     v_free := greatest(v_policy.threshold - v_lane.active_count, 0);
+  end if;
+  if v_policy.rate_limit_max_executions is not null then
+    -- Sliding window: only the admissions still inside it count.
+    v_window := make_interval(secs => v_policy.rate_limit_window_seconds);
+    v_recent := array(select t from unnest(v_lane.recent_admissions) t where t > v_now - v_window order by t);
+    v_free := least(v_free, greatest(v_policy.rate_limit_max_executions - cardinality(v_recent), 0));
+  end if;
+  v_running_quota := usher.policy_quota(v_policy, 'running_executions');
+  v_total_quota := usher.policy_quota(v_policy, 'executions_total');
+  if v_free > 0 and (v_running_quota is not null or v_total_quota is not null) then
+    -- Quotas count across the whole scope, all its lanes: lock order is lane, then scope usage.
+    insert into usher.scope_usage (scope_key) values (split_part(p_lane_key, '#', 1)) on conflict do nothing;
+    select * into v_usage from usher.scope_usage u where u.scope_key = split_part(p_lane_key, '#', 1) for update;
+    if v_running_quota is not null then
+      v_free := least(v_free, greatest(v_running_quota - v_usage.active_count, 0));
+    end if;
+    if v_total_quota is not null then
+      v_free := least(v_free, greatest(v_total_quota - v_usage.admitted_total, 0)::integer);
+    end if;
   end if;
   if v_free = 0 then
     return 0;
@@ -55,6 +79,7 @@ begin
   set status = 'scheduled',
     scheduled_at = v_now,
     run_at = null,
+    scope_counted = v_running_quota is not null,
     updated_at = v_now
   where e.id = any(v_ids)
     and e.status = 'requested';
@@ -62,12 +87,32 @@ begin
   if v_admitted = 0 then
     return 0;
   end if;
+  if v_usage.scope_key is not null then
+    update usher.scope_usage u
+    set admitted_total = u.admitted_total + v_admitted,
+      active_count = u.active_count + case when v_running_quota is not null then v_admitted else 0 end,
+      updated_at = v_now
+    where u.scope_key = v_usage.scope_key;
+  end if;
+  if v_window is not null then
+    v_recent := v_recent || array_fill(v_now, array[v_admitted]);
+  end if;
   update usher.lanes
   set active_count = active_count + v_admitted,
     total_admitted = total_admitted + v_admitted,
+    recent_admissions = v_recent,
+    -- At the limit: the window reopens when the oldest of the last max admissions leaves it.
+    rate_limited_until = case
+      when cardinality(v_recent) >= v_policy.rate_limit_max_executions
+        then v_recent[cardinality(v_recent) - v_policy.rate_limit_max_executions + 1] + v_window
+    end,
     updated_at = v_now
   where lane_key = p_lane_key;
   perform pg_notify('usher.execution_scheduled', '');
+  if v_window is not null and cardinality(v_recent) >= v_policy.rate_limit_max_executions then
+    -- The executor sets its timer for the reopening.
+    perform pg_notify('usher.execution_requested', '');
+  end if;
   return v_admitted;
 end
 $$;
@@ -75,11 +120,18 @@ $$;
 comment on function usher.admit_locked_lane(text) is
   'Admits the head of a lane into its free slots, unless the lane is blocked or paused. The caller must hold the lane row lock.';
 
-create or replace function usher.release_slot(p_lane_key text)
+create or replace function usher.release_slot(p_lane_key text, p_scope_counted boolean)
 returns integer
 language plpgsql
 as $$
 begin
+  if p_scope_counted then
+    update usher.scope_usage u
+    set active_count = u.active_count - 1, updated_at = clock_timestamp()
+    where u.scope_key = split_part(p_lane_key, '#', 1);
+    -- A slot of the scope's running quota is free: other lanes of the scope may now admit.
+    perform pg_notify('usher.execution_requested', '');
+  end if;
   update usher.lanes
   set active_count = active_count - 1,
     updated_at = clock_timestamp()
@@ -92,8 +144,8 @@ begin
 end
 $$;
 
-comment on function usher.release_slot(text) is
-  'Gives one slot of a lane back and admits the next waiting execution, in the caller''s transaction. The caller must hold the lane row lock. Returns how many were admitted.';
+comment on function usher.release_slot(text, boolean) is
+  'Gives one slot of a lane back (and of its scope''s running quota, when the execution was counted there) and admits the next waiting execution, in the caller''s transaction. The caller must hold the lane row lock. Returns how many were admitted.';
 
 create or replace function usher.lock_lane(p_lane_key text)
 returns void
@@ -120,6 +172,9 @@ declare
   v_now timestamptz;
   v_ids bigint[];
   v_holding boolean;
+  v_rate_limited boolean;
+  v_budget integer;
+  v_budget_spent boolean;
 begin
   perform usher.lock_lane(p_lane_key);
   v_admitted := usher.admit_locked_lane(p_lane_key);
@@ -133,29 +188,48 @@ begin
     -- short of a slot: method cancel leaves them waiting. The queue-length cap counts everyone.
     select l.paused_until > v_now or l.blocked_by is not null into v_holding
     from usher.lanes l where l.lane_key = p_lane_key;
+    select l.rate_limited_until > v_now into v_rate_limited from usher.lanes l where l.lane_key = p_lane_key;
+    v_budget := usher.policy_quota(v_policy, 'executions_total');
+    v_budget_spent := v_budget is not null and v_budget <= coalesce(
+      (select u.admitted_total from usher.scope_usage u where u.scope_key = split_part(p_lane_key, '#', 1)), 0);
     with turned_away as (
       select e.id
       from usher.executions e
       where e.lane_key = p_lane_key
         and e.status = 'requested'
-        and (v_policy.method <> 'cancel'
+        and (v_budget_spent
+          or v_policy.method <> 'cancel'
           or (not coalesce(v_holding, false) and coalesce(e.run_at <= v_now, true) and not usher.action_is_paused(e.action_ref)))
       order by e.queue_position, e.id
-      offset case when v_policy.method = 'cancel' then 0 else v_policy.max_queue_length end
+      offset case when v_policy.method = 'cancel' or v_budget_spent then 0 else v_policy.max_queue_length end
       for update
     ),
     cancelled as (
       update usher.executions e
       set status = 'cancelled',
         result = case
+          when v_budget_spent then jsonb_build_object(
+            'reason', format('QuotaExceeded: executions_total of %s reached for scope %s (policy %s)',
+              v_budget, split_part(p_lane_key, '#', 1), v_policy.ref),
+            'error', 'QuotaExceeded',
+            'quota_type', 'executions_total',
+            'limit', v_budget,
+            'policy_ref', v_policy.ref)
+          when v_policy.method = 'cancel' and coalesce(v_rate_limited, false) then jsonb_build_object(
+            'reason', format('Rate limit reached for action %s: lane %s already admitted %s executions in the last %s seconds and policy %s cancels instead of queueing',
+              e.action_ref, p_lane_key, v_policy.rate_limit_max_executions, v_policy.rate_limit_window_seconds, v_policy.ref),
+            'policy_ref', v_policy.ref,
+            'limit', 'rate_limit')
           when v_policy.method = 'cancel' then jsonb_build_object(
             'reason', format('No free slot for action %s: lane %s is at its threshold of %s and policy %s cancels instead of queueing',
               e.action_ref, p_lane_key, v_policy.threshold, v_policy.ref),
-            'policy_ref', v_policy.ref)
+            'policy_ref', v_policy.ref,
+            'limit', 'threshold')
           else jsonb_build_object(
             'reason', format('Queue full for action %s: lane %s already holds %s waiting executions (policy %s)',
               e.action_ref, p_lane_key, v_policy.max_queue_length, v_policy.ref),
-            'policy_ref', v_policy.ref)
+            'policy_ref', v_policy.ref,
+            'limit', 'max_queue_length')
         end,
         completed_at = v_now,
         updated_at = v_now
@@ -266,9 +340,10 @@ as $$
   select least(
     (select min(e.run_at) from usher.executions e where e.status = 'delayed'),
     (select min(e.run_at) from usher.executions e where e.status = 'requested' and e.run_at > clock_timestamp()),
-    (select min(l.paused_until) from usher.lanes l where l.paused_until > clock_timestamp())
+    (select min(l.paused_until) from usher.lanes l where l.paused_until > clock_timestamp()),
+    (select min(l.rate_limited_until) from usher.lanes l where l.rate_limited_until > clock_timestamp())
   )
 $$;
 
 comment on function usher.next_wakeup_at() is
-  'The next moment admission may change by the clock alone: a delayed start, the end of a retry backoff, or a lane pause running out. The executor sleeps until then at most.';
+  'The next moment admission may change by the clock alone: a delayed start, the end of a retry backoff, a lane pause running out, or a rate-limit window reopening. The executor sleeps until then at most.';

@@ -64,11 +64,12 @@ begin
       lease_expires_at = null,
       scheduled_at = null,
       started_at = null,
+      scope_counted = false,
       updated_at = v_now
     where e.id = p_id
     returning e.status into v_status;
     if v_execution.lane_key is not null then
-      perform usher.release_slot(v_execution.lane_key);
+      perform usher.release_slot(v_execution.lane_key, v_execution.scope_counted);
     end if;
     -- The executor recomputes when to wake: at the end of this backoff at the latest.
     perform pg_notify('usher.execution_requested', '');
@@ -98,7 +99,7 @@ begin
         where lane_key = v_execution.lane_key;
       end if;
     end if;
-    perform usher.release_slot(v_execution.lane_key);
+    perform usher.release_slot(v_execution.lane_key, v_execution.scope_counted);
   end if;
   if p_notify then
     perform pg_notify('usher.execution_completed', p_id::text);
@@ -245,6 +246,7 @@ begin
     lease_expires_at = null,
     scheduled_at = null,
     started_at = null,
+    scope_counted = false,
     updated_at = v_now
   where e.id = p_id;
   if v_lane_key is not null then
@@ -252,7 +254,7 @@ begin
     set paused_until = greatest(l.paused_until, p_until),
       pause_reason = coalesce(p_reason, format('postponed by execution %s', p_id))
     where l.lane_key = v_lane_key;
-    perform usher.release_slot(v_lane_key);
+    perform usher.release_slot(v_lane_key, v_execution.scope_counted);
   end if;
   perform pg_notify('usher.execution_requested', '');
   return case when v_lane_key is null then 'delayed' else 'requested' end;

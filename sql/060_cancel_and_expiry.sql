@@ -7,6 +7,7 @@ as $$
 declare
   v_lane_key text;
   v_status text;
+  v_scope_counted boolean;
   v_now timestamptz := clock_timestamp();
   v_result jsonb := jsonb_build_object('reason', coalesce(p_reason, 'cancelled by request'));
 begin
@@ -34,10 +35,10 @@ begin
   update usher.executions e
   set status = 'cancelled', result = v_result, completed_at = v_now, updated_at = v_now
   where e.id = p_id and e.status = 'scheduled'
-  returning e.status into v_status;
+  returning e.status, e.scope_counted into v_status, v_scope_counted;
   if found then
     if v_lane_key is not null then
-      perform usher.release_slot(v_lane_key);
+      perform usher.release_slot(v_lane_key, v_scope_counted);
     end if;
     perform pg_notify('usher.execution_completed', p_id::text);
     return query select p_id, v_status, true;
