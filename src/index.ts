@@ -7,6 +7,6 @@ export type { ExecutionStatus } from './db/schema.ts';
 export { UsherError, type UsherErrorCode } from './errors.ts';
 export { Worker, type WorkerOptions } from './worker/worker.ts';
 export { loadPacks } from './worker/packs.ts';
-export type { Handler, HandlerContext } from './worker/runner.ts';
+export { NonRetryableError, type Handler, type HandlerContext } from './worker/runner.ts';
 export { Executor, type ExecutorOptions } from './executor/executor.ts';
 export { migrate } from './db/migrator.ts';
