@@ -166,6 +166,31 @@ describe('admission into slots', () => {
     expect(await checkInvariants(t.pool)).toEqual([]);
   });
 
+  it('ignores a disabled policy when placing new executions: the next scope out governs them', async () => {
+    await t.pool.query(`
+      insert into usher.policies (ref, action_ref, threshold, enabled) values ('a-off', 'p.a', 1, false);
+      insert into usher.policies (ref, pack_ref, threshold) values ('pack-p', 'p', 2);`);
+    const { rows } = await t.pool.query(`insert into usher.executions (action_ref) values ('p.a') returning lane_key`);
+    expect(rows).toEqual([{ lane_key: 'pack:p' }]);
+    const { rows: stats } = await t.pool.query(`select max_concurrent from usher.queue_stats where action_ref = 'p.a'`);
+    expect(stats).toEqual([{ max_concurrent: 2 }]);
+  });
+
+  it('removes lane rows that have been idle long enough, and keeps those with work', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters) values ('per-host', 'p.a', 1, '{host}')`);
+    await insert('p.a', 3, (i) => ({ host: `h${i}` }));
+    await insert('p.a', 1, () => ({ host: 'h1' }));
+    await admitQueued(t.pool);
+    for (const claimed of await claim(['p.a'])) {
+      if ((claimed.params as { host: string }).host !== 'h1') await calls.completeExecution(t.pool, claimed, 'null');
+    }
+    await t.pool.query(`update usher.lanes set updated_at = now() - interval '1 hour'`);
+    const { rows: [deleted] } = await t.pool.query(`select usher.delete_idle_lanes(60) as n`);
+    expect(deleted.n).toBe(2);
+    const { rows } = await t.pool.query(`select lane_key, active_count from usher.lanes order by lane_key`);
+    expect(rows).toEqual([{ lane_key: 'action:p.a#["h1"]', active_count: 1 }]);
+  });
+
   it('drains a lane whose policy is disabled, as if it had no limit', async () => {
     await t.pool.query(`insert into usher.policies (ref, action_ref, threshold) values ('a', 'p.a', 1)`);
     const ids = await insert('p.a', 4);
