@@ -32,6 +32,14 @@ export async function enqueue(db: Queryable, input: EnqueueInput): Promise<Execu
  * whose idempotency_key matches an execution of its action that has not ended gets that execution.
  */
 export async function enqueueMany(db: Queryable, inputs: readonly EnqueueInput[]): Promise<Execution[]> {
+  return (await enqueueReportingExisting(db, inputs)).map((entry) => entry.execution);
+}
+
+/** As enqueueMany, telling for each input whether it got an existing execution (same idempotency key). */
+export async function enqueueReportingExisting(
+  db: Queryable,
+  inputs: readonly EnqueueInput[],
+): Promise<{ execution: Execution; existing: boolean }[]> {
   if (inputs.length === 0) return [];
   const rows = inputs.map((input) => ({
     action_ref: input.action_ref,
@@ -62,12 +70,12 @@ export async function enqueueMany(db: Queryable, inputs: readonly EnqueueInput[]
     throw toEnqueueError(error);
   }
   // Inserted rows keep the order of their inputs; an input that was skipped met an existing key.
-  const answer: Execution[] = [];
+  const answer: { execution: Execution; existing: boolean }[] = [];
   let next = 0;
   for (const input of inputs) {
     const row = inserted[next];
     if (row && row.action_ref === input.action_ref && row.idempotency_key === (input.idempotency_key ?? null)) {
-      answer.push(row);
+      answer.push({ execution: row, existing: false });
       next += 1;
     } else {
       answer.push(await existingOrNew(db, input));
@@ -77,11 +85,12 @@ export async function enqueueMany(db: Queryable, inputs: readonly EnqueueInput[]
 }
 
 /** The execution that holds an idempotency key; if it ended meanwhile, a new one. */
-async function existingOrNew(db: Queryable, input: EnqueueInput): Promise<Execution> {
+async function existingOrNew(db: Queryable, input: EnqueueInput): Promise<{ execution: Execution; existing: boolean }> {
   const { rows } = await db.query<Execution>(
     `select * from usher.executions
      where action_ref = $1 and idempotency_key = $2 and completed_at is null`,
     [input.action_ref, input.idempotency_key],
   );
-  return rows[0] ?? enqueue(db, input);
+  const [again] = rows[0] ? [] : await enqueueReportingExisting(db, [input]);
+  return rows[0] ? { execution: rows[0], existing: true } : again!;
 }
