@@ -10,6 +10,7 @@ import { createPool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import * as calls from '../queue/executor-calls.ts';
 import { Wakeup } from '../wakeup.ts';
+import { fireDueSchedules } from './schedules.ts';
 
 export interface ExecutorOptions {
   readonly databaseUrl: string;
@@ -55,17 +56,29 @@ export class Executor {
 
   private async admissionLoop(): Promise<void> {
     let failures = 0;
+    let sleepMs = 0;
+    let lastOverdueCheck = 0;
     while (!this.stopping.signal.aborted) {
-      await this.admission.wait(this.options.pollIntervalMs);
+      await this.admission.wait(sleepMs);
       if (this.stopping.signal.aborted) break;
       try {
+        const released = await calls.releaseDueDelayed(this.pool);
         const { lanes_visited, admitted } = await calls.admitQueued(this.pool);
+        if (Date.now() - lastOverdueCheck >= this.options.sweepIntervalMs) {
+          lastOverdueCheck = Date.now();
+          const overdue = await calls.cancelOverdueWaiting(this.pool);
+          if (overdue > 0) this.log.info({ event: 'admission:queue_timeout', count: overdue }, 'cancelled executions that waited past queue_timeout_seconds');
+        }
         failures = 0;
-        if (admitted > 0) {
-          this.log.debug({ event: 'admission:done', lanes_visited, admitted }, 'admitted');
+        if (admitted > 0 || released > 0) {
+          this.log.debug({ event: 'admission:done', lanes_visited, admitted, released }, 'admitted');
           // A lane without a slot limit is admitted in batches: go again until a pass admits nothing.
           this.admission.notify();
         }
+        // Sleep until the clock alone could change admission (a delayed start, a backoff or a lane
+        // pause running out), measured on the database clock; NOTIFY wakes it earlier.
+        const untilNext = await calls.msUntilNextWakeup(this.pool);
+        sleepMs = Math.min(this.options.pollIntervalMs, untilNext ?? Infinity);
       } catch (error) {
         failures += 1;
         this.log.warn({ event: 'admission:failed', err: error, failures }, 'admission pass failed; backing off');
@@ -92,6 +105,12 @@ export class Executor {
       } catch (error) {
         failures += 1;
         this.log.warn({ event: 'sweep:failed', err: error, failures }, 'sweep failed');
+      }
+      // Cron schedules ride on the sweep's clock; a failure here must not hold up the sweep.
+      try {
+        await fireDueSchedules(this.pool, this.log);
+      } catch (error) {
+        this.log.warn({ event: 'schedule:pass_failed', err: error }, 'schedule pass failed; retrying next sweep');
       }
       await delay(failures > 0 ? backoffMs(failures) : this.options.sweepIntervalMs, this.stopping.signal);
     }
