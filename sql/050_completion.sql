@@ -237,9 +237,11 @@ begin
   end if;
 
   -- Back to its place, no attempt charged; the whole lane waits (an execution without lane waits alone).
+  -- It can be admitted again from p_until: its waiting time counts from then.
   update usher.executions e
   set status = case when e.lane_key is null then 'delayed' else 'requested' end,
     run_at = case when e.lane_key is null then p_until end,
+    queued_at = greatest(p_until, v_now),
     attempt = e.attempt - 1,
     worker_id = null,
     lease_token = null,

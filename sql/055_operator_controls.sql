@@ -28,6 +28,8 @@ begin
   if not found then
     raise exception 'usher.resume_action: unknown action %', quote_nullable(p_action_ref) using errcode = 'no_data_found';
   end if;
+  -- They could not be admitted while paused: their waiting time starts again now.
+  update usher.executions set queued_at = now() where action_ref = p_action_ref and status = 'requested';
   perform pg_notify('usher.execution_requested', '');
   return true;
 end
@@ -52,8 +54,14 @@ language plpgsql
 as $$
 begin
   delete from usher.pack_pauses where pack_ref = p_pack_ref;
+  if not found then
+    return false;
+  end if;
+  -- They could not be admitted while paused: their waiting time starts again now.
+  update usher.executions set queued_at = now()
+  where split_part(action_ref, '.', 1) = p_pack_ref and status = 'requested';
   perform pg_notify('usher.execution_requested', '');
-  return found;
+  return true;
 end
 $$;
 
@@ -140,7 +148,8 @@ begin
     lane_key = case when e.lane_key is null and v_paused then 'action:' || e.action_ref else e.lane_key end,
     scheduled_at = case when e.lane_key is null and not v_paused then v_now end,
     queue_position = coalesce(e.queue_position, nextval(pg_get_serial_sequence('usher.executions', 'id'))),
-    queued_at = coalesce(e.queued_at, v_now),
+    -- It waits again from now (queue_timeout_seconds, the invariant check); its place is its position.
+    queued_at = v_now,
     run_at = null,
     result = null,
     error = null,

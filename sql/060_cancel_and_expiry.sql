@@ -134,7 +134,11 @@ begin
     select w.lane_key, p.queue_timeout_seconds, p.ref
     from (select distinct e.lane_key from usher.executions e where e.status = 'requested') w
     cross join lateral usher.lane_policy(w.lane_key) p
+    left join usher.lanes l on l.lane_key = w.lane_key
     where p.queue_timeout_seconds is not null
+      -- A blocked or paused lane holds its executions: they are not short of a slot.
+      and l.blocked_by is null
+      and coalesce(l.paused_until <= v_now, true)
   loop
     -- Waiting counts from when it could first be admitted: joining its lane, or the end of a retry's backoff.
     with overdue as (
@@ -143,6 +147,7 @@ begin
       where e.lane_key = v_lane.lane_key
         and e.status = 'requested'
         and greatest(e.queued_at, e.run_at) < v_now - make_interval(secs => v_lane.queue_timeout_seconds)
+        and not usher.action_is_paused(e.action_ref)
       order by e.queue_position, e.id
       limit p_limit
       for update skip locked
@@ -180,6 +185,12 @@ as $$
     from usher.lanes l
     where l.active_count = 0
       and l.updated_at < now() - make_interval(secs => p_idle_seconds)
+      -- A lane's row also carries its block, its pause and its rate-limit log: keep those.
+      and l.blocked_by is null
+      and coalesce(l.paused_until <= now(), true)
+      and coalesce(l.rate_limited_until <= now(), true)
+      and coalesce((select max(t) from unnest(l.recent_admissions) t)
+        + make_interval(secs => (usher.lane_policy(l.lane_key)).rate_limit_window_seconds) < now(), true)
       and not exists (
         select 1 from usher.executions e where e.lane_key = l.lane_key and e.status = 'requested')
     for update skip locked
@@ -195,4 +206,4 @@ as $$
 $$;
 
 comment on function usher.delete_idle_lanes(integer) is
-  'Removes lane rows with no slot held and nothing waiting; admission recreates a lane when it is needed again.';
+  'Removes lane rows with no slot held, nothing waiting, and no block, pause or rate-limit window still in force; admission recreates a lane when it is needed again.';
