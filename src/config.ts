@@ -20,7 +20,43 @@ const envSchema = z.object({
   USHER_SHUTDOWN_GRACE_SECONDS: nonNegativeInt.default(25),
   USHER_ABORT_GRACE_SECONDS: nonNegativeInt.default(5),
   USHER_IDLE_LANE_SECONDS: positiveInt.default(300),
+  USHER_API_PORT: nonNegativeInt.max(65535).default(8080),
+  USHER_API_HOST: z.string().trim().min(1).default('127.0.0.1'),
+  USHER_API_TOKENS: z.string().default('').transform((value, ctx) => parseApiTokens(value, ctx)),
 });
+
+export type ApiRole = 'read' | 'write';
+
+export interface ApiToken {
+  readonly role: ApiRole;
+  readonly token: string;
+}
+
+const tokenPattern = /^[A-Za-z0-9._~+/=-]{16,512}$/;
+
+/**
+ * USHER_API_TOKENS: comma-separated `role:token` pairs, role `read` or `write`. Tokens are at least
+ * 16 characters of the RFC 6750 token alphabet, and a token may appear once. Messages never echo a token.
+ */
+function parseApiTokens(value: string, ctx: z.RefinementCtx): ApiToken[] {
+  const tokens: ApiToken[] = [];
+  const entries = value.split(',').map((entry) => entry.trim()).filter((entry) => entry.length > 0);
+  entries.forEach((entry, index) => {
+    const colon = entry.indexOf(':');
+    const role = colon < 0 ? '' : entry.slice(0, colon).trim();
+    const token = colon < 0 ? '' : entry.slice(colon + 1).trim();
+    if (role !== 'read' && role !== 'write') {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} must be read:<token> or write:<token>` });
+    } else if (!tokenPattern.test(token)) {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} (${role}): a token is 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = -` });
+    } else if (tokens.some((known) => known.token === token)) {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} (${role}): the same token is listed twice` });
+    } else {
+      tokens.push({ role, token });
+    }
+  });
+  return tokens;
+}
 
 export interface Config {
   /** Postgres to use; absent means an embedded Postgres under dataDir. */
@@ -40,6 +76,11 @@ export interface Config {
   /** After an abort (timeout, cancel, shutdown), how long a handler may take to settle. */
   readonly abortGraceSeconds: number;
   readonly idleLaneSeconds: number;
+  /** Where `usher api` listens; 0 picks a free port. */
+  readonly apiPort: number;
+  readonly apiHost: string;
+  /** Bearer tokens of the HTTP API; empty means open, which only a loopback host allows. */
+  readonly apiTokens: readonly ApiToken[];
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -61,5 +102,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceSeconds: e.USHER_SHUTDOWN_GRACE_SECONDS,
     abortGraceSeconds: e.USHER_ABORT_GRACE_SECONDS,
     idleLaneSeconds: e.USHER_IDLE_LANE_SECONDS,
+    apiPort: e.USHER_API_PORT,
+    apiHost: e.USHER_API_HOST,
+    apiTokens: Object.freeze(e.USHER_API_TOKENS.map((token) => Object.freeze(token))),
   });
 }

@@ -4,6 +4,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { UsherError } from '../errors.ts';
+import { runApi } from './api.ts';
 import { runExecutor } from './executor.ts';
 import { runMigrate } from './migrate.ts';
 import { runStart } from './start.ts';
@@ -12,6 +13,12 @@ import { runWorker } from './worker.ts';
 function positiveInteger(value: string): number {
   const parsed = Number(value);
   if (!Number.isInteger(parsed) || parsed <= 0) throw new InvalidArgumentError('must be a positive integer');
+  return parsed;
+}
+
+function port(value: string): number {
+  const parsed = Number(value);
+  if (!/^[0-9]+$/.test(value) || parsed > 65535) throw new InvalidArgumentError('must be a port number, 0 to 65535 (0 picks a free one)');
   return parsed;
 }
 
@@ -36,8 +43,14 @@ program.command('worker')
   .option('--name <name>', 'worker name (default host:pid)')
   .action(runWorker);
 
+program.command('api')
+  .description('serve the HTTP API (JSON under /api/v1; bearer tokens from USHER_API_TOKENS)')
+  .option('--port <n>', 'port to listen on (default USHER_API_PORT, 8080)', port)
+  .option('--host <host>', 'address to listen on (default USHER_API_HOST, 127.0.0.1)')
+  .action(runApi);
+
 program.command('start')
-  .description('everything in one process tree: migrate, an executor and a worker on the example packs')
+  .description('everything in one process tree: migrate, an executor, a worker on the example packs and the HTTP API')
   .option('--packs <dir>', 'packs folder for the worker (default: the bundled examples)')
   .action(runStart);
 

@@ -1,11 +1,13 @@
 /**
  * `usher start`: the whole system as one process tree for a newcomer. This process owns the
- * database (embedded unless DATABASE_URL is set) and supervises an executor and a worker as child
- * processes, restarting one that dies, so killing a worker shows recovery as it happens in production.
+ * database (embedded unless DATABASE_URL is set) and supervises an executor, a worker and the HTTP
+ * API as child processes, restarting one that dies, so killing a worker shows recovery as it happens in production.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { assertSafeBinding } from '../api/server.ts';
 import { backoffMs, delay } from '../backoff.ts';
+import { loadConfig } from '../config.ts';
 import { openContext } from './context.ts';
 
 const cliPath = fileURLToPath(new URL('../../bin/usher.js', import.meta.url));
@@ -20,12 +22,16 @@ interface Supervised {
 }
 
 export async function runStart(options: { packs?: string }): Promise<void> {
+  // The api child would refuse an open API on a public address at every restart; refuse it once, before anything starts.
+  const settings = loadConfig();
+  assertSafeBinding(settings.apiHost, settings.apiTokens.length);
   const { config, log, lifecycle, database } = await openContext('start');
   const env = { ...process.env, DATABASE_URL: database.url };
   let stopping = false;
   const children: Supervised[] = [
     { name: 'executor', args: ['executor'], restarts: 0 },
     { name: 'worker', args: ['worker', '--packs', options.packs ?? examplePacks], restarts: 0 },
+    { name: 'api', args: ['api'], restarts: 0 },
   ];
 
   const launch = (supervised: Supervised) => {

@@ -102,3 +102,44 @@ export async function migrate(pool: pg.Pool, log: Logger, options: MigrateOption
   log.info({ event: 'schema:migrated', applied, version }, applied.length > 0 ? `applied ${applied.length} migrations` : 'schema up to date');
   return { applied, version };
 }
+
+export interface SchemaStatus {
+  /** True when every file in migrations/ is applied unchanged and sql/ was applied as it is now. */
+  readonly current: boolean;
+  /** Migrations in migrations/ that the database has not applied. */
+  readonly pending: string[];
+  /** Migrations applied with other contents than the file now has. */
+  readonly changed: string[];
+  /** Migrations the database has that migrations/ does not (a newer Usher migrated it). */
+  readonly unknown: string[];
+  /** Whether the sql/ definitions in the database are the ones in sql/ now. */
+  readonly definitions_current: boolean;
+  /** The newest migration in migrations/. */
+  readonly version: string | undefined;
+}
+
+/** Compares usher.schema_migrations with migrations/ and sql/, without changing anything. */
+export async function schemaStatus(db: Pick<pg.ClientBase, 'query'>): Promise<SchemaStatus> {
+  const migrations = await sqlFiles(migrationsDir, migrationName);
+  const definitions = await sqlFiles(sqlDir, /^\d{3}_[a-z0-9_]+\.sql$/);
+  const exists = await db.query<{ present: boolean }>(`select to_regclass('usher.schema_migrations') is not null as present`);
+  const done = new Map(exists.rows[0]?.present
+    ? (await db.query<{ name: string; checksum: string }>('select name, checksum from usher.schema_migrations')).rows
+      .map((row) => [row.name, row.checksum])
+    : []);
+  const pending = migrations.filter((migration) => !done.has(migration.name)).map((migration) => migration.name);
+  const changed = migrations
+    .filter((migration) => done.has(migration.name) && done.get(migration.name) !== checksum(migration.text))
+    .map((migration) => migration.name);
+  const known = new Set([...migrations.map((migration) => migration.name), DEFINITIONS_ROW]);
+  const unknown = [...done.keys()].filter((name) => !known.has(name)).sort();
+  const definitionsCurrent = done.get(DEFINITIONS_ROW) === checksum(definitions.map((definition) => definition.text).join('\n'));
+  return {
+    current: pending.length === 0 && changed.length === 0 && unknown.length === 0 && definitionsCurrent,
+    pending,
+    changed,
+    unknown,
+    definitions_current: definitionsCurrent,
+    version: migrations.at(-1)?.name,
+  };
+}

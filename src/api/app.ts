@@ -1,0 +1,152 @@
+/**
+ * The HTTP API as an express app: JSON in and out under /api/v1, every input validated by the
+ * route's zod schemas, bearer-token access per route, one error envelope for every failure
+ * (errors.ts), and one log line per request (`http:request`) carrying its request id.
+ */
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type pg from 'pg';
+import { z } from 'zod';
+import type { ApiToken } from '../config.ts';
+import type { Logger } from '../log.ts';
+import { createAuthenticator, type Authenticator } from './auth.ts';
+import { ApiError, toApiError } from './errors.ts';
+import { buildOpenApi } from './openapi.ts';
+import { expressPath, parseInput, type ApiDeps, type Route } from './route.ts';
+import { allRoutes } from './routes/index.ts';
+
+export const apiPrefix = '/api/v1';
+
+export interface ApiOptions {
+  readonly pool: pg.Pool;
+  readonly log: Logger;
+  /** Empty: the API is open (the server refuses that on a non-loopback address). */
+  readonly tokens: readonly ApiToken[];
+  /** Largest accepted request body, in bytes (default 1 MiB). */
+  readonly bodyLimitBytes?: number;
+}
+
+const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const noQuery = z.strictObject({});
+const safeRequestId = /^[A-Za-z0-9._:-]{1,64}$/;
+/** Answered probes log at debug, so a load balancer polling them does not flood the log. */
+const probes = new Set(['GET /health', 'GET /ready']);
+
+export function createApp(options: ApiOptions): express.Express {
+  const deps: ApiDeps = { pool: options.pool, log: options.log };
+  const auth = createAuthenticator(options.tokens);
+  let document: unknown;
+  const routes = allRoutes(() => (document ??= buildOpenApi(routes, { version })));
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(requestLog(options.log));
+  app.use(apiPrefix, apiRouter(routes, deps, auth, options.bodyLimitBytes ?? 1024 * 1024));
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    next(new ApiError('not_found', `no route ${req.method} ${req.path.slice(0, 200)}`));
+  });
+  app.use(errorHandler(options.log));
+  return app;
+}
+
+function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator, bodyLimit: number): express.Router {
+  const router = express.Router({ caseSensitive: true, strict: false });
+  const parseJson = express.json({ limit: bodyLimit, strict: true, type: 'application/json' });
+  // Routes of one path together, then a 405 for that path's other methods.
+  const paths = [...new Set(routes.map((route) => route.path))];
+  for (const path of paths) {
+    const ofPath = routes.filter((route) => route.path === path);
+    for (const route of ofPath) {
+      router[route.method](
+        expressPath(path),
+        (req: Request, res: Response, next: NextFunction) => {
+          res.locals.route = `${route.method.toUpperCase()} ${route.path}`;
+          auth.authorize(req.get('authorization'), route.access);
+          next();
+        },
+        ...(route.body ? [requireJsonBody, parseJson] : []),
+        async (req: Request, res: Response) => {
+          const input = {
+            params: parseInput(route.params, req.params, 'path'),
+            query: parseInput(route.query ?? noQuery, req.query, 'query'),
+            body: parseInput(route.body, req.body, 'body'),
+            deps,
+            requestId: String(res.locals.requestId),
+          };
+          const reply = await route.handle(input as never);
+          res.status(reply.status ?? route.status).json(reply.body);
+        },
+      );
+    }
+    const allowed = [...new Set(ofPath.flatMap((route) => (route.method === 'get' ? ['GET', 'HEAD'] : [route.method.toUpperCase()])))];
+    router.all(expressPath(path), (req: Request) => {
+      throw new ApiError('method_not_allowed', `${req.method} is not allowed on ${apiPrefix}${path}; use ${allowed.join(', ')}`,
+        { headers: { Allow: allowed.join(', ') } });
+    });
+  }
+  return router;
+}
+
+/** A request that carries a body must say it is JSON; one without a body goes on to validation. */
+function requireJsonBody(req: Request, _res: Response, next: NextFunction): void {
+  const length = req.headers['content-length'];
+  const hasBody = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  if (hasBody && req.is('application/json') === false) {
+    throw new ApiError('unsupported_media_type', 'request body must be JSON, sent with Content-Type: application/json');
+  }
+  next();
+}
+
+function requestLog(log: Logger) {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const inbound = req.get('x-request-id');
+    const requestId = inbound !== undefined && safeRequestId.test(inbound) ? inbound : randomUUID();
+    res.locals.requestId = requestId;
+    res.setHeader('X-Request-Id', requestId);
+    res.setHeader('Cache-Control', 'no-store');
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const fields = {
+        event: 'http:request',
+        request_id: requestId,
+        method: req.method,
+        path: req.path.slice(0, 500),
+        route: res.locals.route as string | undefined,
+        status: res.statusCode,
+        duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+        error_code: res.locals.errorCode as string | undefined,
+      };
+      if (res.statusCode >= 500) log.warn(fields, 'request failed');
+      else if (probes.has(fields.route ?? '') && res.statusCode < 400) log.debug(fields, 'probe');
+      else log.info(fields, 'request');
+    });
+    next();
+  };
+}
+
+function errorHandler(log: Logger) {
+  return (error: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const apiError = toApiError(error);
+    const requestId = String(res.locals.requestId);
+    res.locals.errorCode = apiError.code;
+    if (apiError.status >= 500) {
+      log.error({
+        event: 'http:failed', request_id: requestId, method: req.method, path: req.path.slice(0, 500), code: apiError.code,
+        err: apiError.cause ?? error,
+      }, 'request failed');
+    }
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const message = apiError.code === 'internal_error'
+      ? `internal error; the server log has the details under request_id ${requestId}`
+      : apiError.message;
+    res.status(apiError.status).set(apiError.headers).json({
+      error: { code: apiError.code, message, request_id: requestId, ...(apiError.details ? { details: apiError.details } : {}) },
+    });
+  };
+}

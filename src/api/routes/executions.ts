@@ -1,0 +1,126 @@
+/** /executions: enqueue, read, list, count, cancel and retry. */
+import { cancelExecution } from '../../queue/cancel.ts';
+import { enqueueReportingExisting } from '../../queue/enqueue.ts';
+import { countExecutions, findExecution, listExecutions, toExecutionRecord } from '../../queue/executions-read.ts';
+import { retryExecution } from '../../queue/retry.ts';
+import { ApiError } from '../errors.ts';
+import { executionSchema, executionStatsSchema, list, one as oneOf } from '../resources.ts';
+import { defineRoute, one, page, type ApiDeps } from '../route.ts';
+import { executeBody, executionListQuery, idParams, reasonBody } from '../schemas.ts';
+
+async function existingExecution(deps: ApiDeps, id: string) {
+  const execution = await findExecution(deps.pool, id);
+  if (!execution) throw new ApiError('execution_not_found', `no execution with id ${id}`);
+  return execution;
+}
+
+export const executionRoutes = [
+  defineRoute({
+    method: 'post', path: '/executions/execute', access: 'write', operationId: 'executeAction', tag: 'executions',
+    summary: 'Enqueue an execution of an action',
+    description: 'Inserts into usher.executions (201). With an idempotency_key that an execution of the same action still '
+      + 'holds (it has not ended), answers 200 with that execution instead.',
+    body: executeBody, status: 201, otherStatuses: [200], response: oneOf(executionSchema),
+    errors: ['unknown_action', 'action_disabled', 'invalid_execution'],
+    async handle({ body, deps }) {
+      try {
+        const [entry] = await enqueueReportingExisting(deps.pool, [{
+          action_ref: body.action_ref,
+          params: body.parameters,
+          timeout_seconds: body.timeout_seconds,
+          run_at: body.run_at,
+          idempotency_key: body.idempotency_key,
+          max_retries: body.max_retries,
+          parent_id: body.parent_id,
+          enforcement_id: body.enforcement_id,
+        }]);
+        const execution = toExecutionRecord(entry!.execution as unknown as Record<string, unknown>);
+        return entry!.existing
+          ? { status: 200, body: one(execution, `an execution with idempotency_key ${JSON.stringify(body.idempotency_key)} exists; returned it`) }
+          : { body: one(execution) };
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if (code === 'unknown_action') throw new ApiError('unknown_action', `unknown action ${body.action_ref}`);
+        if (code === 'action_disabled') throw new ApiError('action_disabled', `action ${body.action_ref} is disabled`);
+        throw error;
+      }
+    },
+  }),
+  defineRoute({
+    method: 'get', path: '/executions', access: 'read', operationId: 'listExecutions', tag: 'executions',
+    summary: 'List executions, newest first',
+    description: 'All filters combine with AND. Paged by page/per_page; before_id reads the page below an id in constant time.',
+    query: executionListQuery, status: 200, response: list(executionSchema),
+    async handle({ query, deps }) {
+      // action_ref "pack.*" is a pack filter; with pack_name as well, both must hold.
+      const wildcard = query.action_ref?.endsWith('.*') ? query.action_ref.slice(0, -2) : undefined;
+      const packs = [...new Set([wildcard, query.pack_name].filter((pack): pack is string => pack !== undefined))];
+      const result = await listExecutions(deps.pool, {
+        statuses: query.status,
+        action_ref: wildcard === undefined ? query.action_ref : undefined,
+        pack_refs: packs,
+        enforcement_id: query.enforcement,
+        parent_id: query.parent,
+        created_after: query.created_after,
+        created_before: query.created_before,
+        before_id: query.before_id,
+      }, query);
+      return { body: page(result.rows, result.total_items, query) };
+    },
+  }),
+  defineRoute({
+    method: 'get', path: '/executions/stats', access: 'read', operationId: 'executionStats', tag: 'executions',
+    summary: 'Count executions by status',
+    description: 'pending = delayed + requested + scheduled (not claimed yet); running includes canceling (still running '
+      + 'until its worker stops it). total counts every status.',
+    status: 200, response: oneOf(executionStatsSchema),
+    async handle({ deps }) {
+      return { body: one(await countExecutions(deps.pool)) };
+    },
+  }),
+  defineRoute({
+    method: 'get', path: '/executions/{id}', access: 'read', operationId: 'getExecution', tag: 'executions',
+    summary: 'Read one execution',
+    params: idParams, status: 200, response: oneOf(executionSchema), errors: ['execution_not_found'],
+    async handle({ params, deps }) {
+      return { body: one(await existingExecution(deps, params.id)) };
+    },
+  }),
+  defineRoute({
+    method: 'post', path: '/executions/{id}/cancel', access: 'write', operationId: 'cancelExecution', tag: 'executions',
+    summary: 'Cancel an execution',
+    description: 'A waiting or admitted execution ends cancelled at once; a running one becomes canceling until its worker '
+      + 'has stopped the handler. 409 when it has already ended.',
+    params: idParams, body: reasonBody, status: 200, response: oneOf(executionSchema),
+    errors: ['execution_not_found', 'execution_terminal'],
+    async handle({ params, body, deps }) {
+      const outcome = await cancelExecution(deps.pool, params.id, body?.reason).catch((error: unknown) => {
+        if ((error as { code?: unknown }).code === 'execution_not_found') throw new ApiError('execution_not_found', `no execution with id ${params.id}`);
+        throw error;
+      });
+      if (!outcome.changed) {
+        throw new ApiError('execution_terminal', `execution ${params.id} has already ended (${outcome.status}); there is nothing to cancel`);
+      }
+      const message = outcome.status === 'canceling'
+        ? 'cancel requested: the execution is running and its worker is stopping it'
+        : 'execution cancelled';
+      return { body: one(await existingExecution(deps, params.id), message) };
+    },
+  }),
+  defineRoute({
+    method: 'post', path: '/executions/{id}/retry', access: 'write', operationId: 'retryExecution', tag: 'executions',
+    summary: 'Retry an ended execution',
+    description: 'usher.retry_execution: a failed, timeout, abandoned or cancelled execution goes back to its old place in '
+      + 'its lane as a new attempt. 409 for any other status.',
+    params: idParams, status: 200, response: oneOf(executionSchema), errors: ['execution_not_found', 'execution_not_retryable'],
+    async handle({ params, deps }) {
+      const outcome = await retryExecution(deps.pool, params.id);
+      if (outcome.outcome === 'not_found') throw new ApiError('execution_not_found', `no execution with id ${params.id}`);
+      if (outcome.outcome === 'not_retryable') {
+        throw new ApiError('execution_not_retryable',
+          `execution ${params.id} is ${outcome.status ?? 'gone'}; only failed, timeout, abandoned or cancelled executions can be retried`);
+      }
+      return { body: one(await existingExecution(deps, params.id), `execution retried: it is ${outcome.status}`) };
+    },
+  }),
+];
