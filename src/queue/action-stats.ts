@@ -51,7 +51,7 @@ export interface LaneRecord {
   next_retry_at: Date | null;
 }
 
-const laneList = (alias: string) => `${alias}.lane_key, ${alias}.scope, ${alias}.scope_ref, ${alias}.group_key,
+export const laneList = (alias: string) => `${alias}.lane_key, ${alias}.scope, ${alias}.scope_ref, ${alias}.group_key,
   ${alias}.queue_length::float8 as queue_length, ${alias}.active_count, ${alias}.threshold, ${alias}.policy_ref,
   ${alias}.oldest_enqueued_at, ${alias}.total_admitted::float8 as total_admitted, ${alias}.paused_until,
   ${alias}.pause_reason, ${alias}.blocked_by, ${alias}.blocked_reason, ${alias}.next_retry_at`;

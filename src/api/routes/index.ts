@@ -5,6 +5,7 @@
 import type { Route } from '../route.ts';
 import { actionRoutes } from './actions.ts';
 import { executionRoutes } from './executions.ts';
+import { laneRoutes } from './lanes.ts';
 import { policyRoutes } from './policies.ts';
 import { queueStatsRoutes } from './queue-stats.ts';
 import { systemRoutes } from './system.ts';
@@ -15,6 +16,7 @@ export function allRoutes(openapi: () => unknown): Route[] {
     ...executionRoutes,
     ...actionRoutes,
     ...queueStatsRoutes,
+    ...laneRoutes,
     ...policyRoutes,
     ...workerRoutes,
     ...systemRoutes(openapi),
