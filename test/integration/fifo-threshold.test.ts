@@ -10,6 +10,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { killAll, startExecutor, startWorker, type UsherProcess } from '../support/processes.ts';
 import { waitFor } from '../support/wait.ts';
+import { maxOverlap } from '../support/scenario.ts';
 
 let t: TestDatabase;
 /** Processes started by the current test, for their log lines when a wait times out. */
@@ -98,21 +99,8 @@ async function countWhere(where: string, values: unknown[] = []): Promise<number
  * The most executions matching `where` that held a slot at one instant, each holding it over
  * [scheduled_at, completed_at). At equal timestamps a release is counted before an admission.
  */
-async function maxHolding(where: string, values: unknown[] = []): Promise<number> {
-  const row = await one<{ max: number }>(
-    `with mine as (
-       select e.scheduled_at, e.completed_at from usher.executions e where ${where} and e.scheduled_at is not null
-     ),
-     events as (
-       select scheduled_at as at, 1 as delta from mine
-       union all
-       select coalesce(completed_at, 'infinity'), -1 from mine
-     )
-     select coalesce(max(holding), 0)::int as max
-     from (select sum(delta) over (order by at, delta rows between unbounded preceding and current row) as holding from events) s`,
-    values,
-  );
-  return row.max;
+function maxHolding(where: string, values: unknown[] = []): Promise<number> {
+  return maxOverlap(t.pool, 'scheduled_at', 'completed_at', where, values);
 }
 
 /** Ids matching `where`, in id order and in admission order ((scheduled_at, id)). */

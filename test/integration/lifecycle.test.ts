@@ -20,7 +20,7 @@ import { enqueue, enqueueMany } from '../../src/queue/enqueue.ts';
 import type { Execution } from '../../src/queue/types.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { killAll, startExecutor, startWorker, type UsherProcess } from '../support/processes.ts';
-import { events, eventsWhenLogged, workerIdOf, type Row } from '../support/scenario.ts';
+import { events, eventsWhenLogged, maxOverlap as sharedMaxOverlap, workerIdOf, type Row } from '../support/scenario.ts';
 import { waitFor } from '../support/wait.ts';
 
 let t: TestDatabase;
@@ -192,20 +192,8 @@ async function serialBreaks(where: string, values: unknown[] = []): Promise<Row[
   );
 }
 
-/** The most intervals [from, to) of `where` open at one instant; at equal times an end counts first. */
-async function maxOverlap(from: string, to: string, where: string, values: unknown[] = []): Promise<number> {
-  const row = await one<{ max: number }>(
-    `with mine as (select e.${from} as s, e.${to} as f from usher.executions e where ${where} and e.${from} is not null),
-     edges as (
-       select s as at, 1 as delta from mine
-       union all
-       select coalesce(f, 'infinity'), -1 from mine
-     )
-     select coalesce(max(open), 0)::int as max
-     from (select sum(delta) over (order by at, delta rows between unbounded preceding and current row) as open from edges) x`,
-    values,
-  );
-  return row.max;
+function maxOverlap(from: string, to: string, where: string, values: unknown[] = []): Promise<number> {
+  return sharedMaxOverlap(t.pool, from, to, where, values);
 }
 
 async function usePolicy(action: string, ref: string, threshold: number, options: { parameters?: string; onFailure?: string } = {}): Promise<void> {

@@ -56,3 +56,22 @@ export function workerIdOf(proc: UsherProcess): string {
   if (!line) throw new Error('worker has not logged worker:started');
   return String(line.worker_id);
 }
+
+/**
+ * The most executions matching `where` (a condition on e) whose interval [from, to) was open at
+ * one instant; an interval not yet closed counts as open. At equal times an end counts first.
+ */
+export async function maxOverlap(pool: pg.Pool, from: string, to: string, where: string, values: unknown[] = []): Promise<number> {
+  const { rows } = await pool.query<{ max: number }>(
+    `with mine as (select e.${from} as s, e.${to} as f from usher.executions e where ${where} and e.${from} is not null),
+     edges as (
+       select s as at, 1 as delta from mine
+       union all
+       select coalesce(f, 'infinity'), -1 from mine
+     )
+     select coalesce(max(open), 0)::int as max
+     from (select sum(delta) over (order by at, delta rows between unbounded preceding and current row) as open from edges) x`,
+    values,
+  );
+  return rows[0]!.max;
+}
