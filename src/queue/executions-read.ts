@@ -5,6 +5,7 @@
  */
 import type { ExecutionStatus } from '../db/schema.ts';
 import type { Queryable } from '../db/pool.ts';
+import type { Execution } from './types.ts';
 import { splitTotal, SqlValues, whereClause, type PageOf, type PageRequest } from './paging.ts';
 
 export const executionColumns = [
@@ -16,34 +17,8 @@ export const executionColumns = [
 
 export type ExecutionColumn = (typeof executionColumns)[number];
 
-/** An execution as the API shows it: bigint ids as strings, timestamps as Dates. */
-export interface ExecutionRecord {
-  id: string;
-  action_ref: string;
-  params: Record<string, unknown>;
-  status: ExecutionStatus;
-  lane_key: string | null;
-  queue_position: string | null;
-  queued_at: Date | null;
-  run_at: Date | null;
-  max_retries: number | null;
-  idempotency_key: string | null;
-  result: unknown;
-  error: string | null;
-  timeout_seconds: number | null;
-  attempt: number;
-  worker_id: string | null;
-  lease_expires_at: Date | null;
-  enforcement_id: string | null;
-  parent_id: string | null;
-  schedule_id: string | null;
-  schedule_tick: Date | null;
-  created_at: Date;
-  scheduled_at: Date | null;
-  started_at: Date | null;
-  completed_at: Date | null;
-  updated_at: Date;
-}
+/** An execution as the API shows it: every column but the lease token and the quota bookkeeping. */
+export type ExecutionRecord = Omit<Execution, 'lease_token' | 'scope_counted'>;
 
 const selectList = (alias: string) => executionColumns.map((column) => `${alias}.${column}`).join(', ');
 

@@ -21,6 +21,11 @@ export interface Execution {
   lease_expires_at: Date | null;
   enforcement_id: string | null;
   parent_id: string | null;
+  /** Set on executions a cron schedule produced: the schedule and its tick. */
+  schedule_id: string | null;
+  schedule_tick: Date | null;
+  /** Internal quota bookkeeping: counted in usher.scope_usage while it holds a slot. */
+  scope_counted: boolean;
   created_at: Date;
   scheduled_at: Date | null;
   started_at: Date | null;
