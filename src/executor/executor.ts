@@ -19,6 +19,8 @@ export interface ExecutorOptions {
   readonly pollIntervalMs: number;
   readonly sweepIntervalMs: number;
   readonly idleLaneSeconds: number;
+  /** How long the execution event log keeps an event (the reach of the stream's Last-Event-ID). */
+  readonly eventRetentionSeconds: number;
 }
 
 export class Executor {
@@ -91,6 +93,7 @@ export class Executor {
   private async sweepLoop(): Promise<void> {
     let failures = 0;
     let lastLaneCleanup = 0;
+    let lastEventCleanup = 0;
     while (!this.stopping.signal.aborted) {
       try {
         const ended = await calls.expireRunningExecutions(this.pool, this.options.leaseSeconds);
@@ -100,6 +103,10 @@ export class Executor {
         if (Date.now() - lastLaneCleanup > this.options.idleLaneSeconds * 1000) {
           lastLaneCleanup = Date.now();
           await calls.deleteIdleLanes(this.pool, this.options.idleLaneSeconds);
+        }
+        if (Date.now() - lastEventCleanup > Math.min(60, this.options.eventRetentionSeconds) * 1000) {
+          lastEventCleanup = Date.now();
+          await calls.deleteOldExecutionEvents(this.pool, this.options.eventRetentionSeconds);
         }
         failures = 0;
       } catch (error) {

@@ -23,6 +23,17 @@ export async function deleteIdleLanes(db: Queryable, idleSeconds: number): Promi
   return result.rows[0]?.n ?? 0;
 }
 
+/** Drops events of the stream's log older than the retention, in batches until none is left. */
+export async function deleteOldExecutionEvents(db: Queryable, keepSeconds: number): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const result = await db.query<{ n: number }>('select usher.delete_old_execution_events($1) as n', [keepSeconds]);
+    const deleted = result.rows[0]?.n ?? 0;
+    total += deleted;
+    if (deleted === 0) return total;
+  }
+}
+
 /** Delayed executions whose run_at has come join their lanes. */
 export async function releaseDueDelayed(db: Queryable): Promise<number> {
   const result = await db.query<{ n: number }>('select usher.release_due_delayed() as n');
