@@ -15,6 +15,7 @@ import { ApiError, toApiError } from './errors.ts';
 import { buildOpenApi } from './openapi.ts';
 import { expressPath, parseInput, type ApiDeps, type Route } from './route.ts';
 import { allRoutes } from './routes/index.ts';
+import type { ApiServices } from './services.ts';
 
 export const apiPrefix = '/api/v1';
 
@@ -33,8 +34,8 @@ const safeRequestId = /^[A-Za-z0-9._:-]{1,64}$/;
 /** Answered probes log at debug, so a load balancer polling them does not flood the log. */
 const probes = new Set(['GET /health', 'GET /ready']);
 
-export function createApp(options: ApiOptions): express.Express {
-  const deps: ApiDeps = { pool: options.pool, log: options.log };
+export function createApp(options: ApiOptions, services: ApiServices): express.Express {
+  const deps: ApiDeps = { pool: options.pool, log: options.log, events: services.events, metrics: services.metrics, closing: services.closing };
   const auth = createAuthenticator(options.tokens);
   let document: unknown;
   const routes = allRoutes(() => (document ??= buildOpenApi(routes, { version })));
@@ -68,15 +69,18 @@ function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator,
         },
         ...(route.body ? [requireJsonBody, parseJson] : []),
         async (req: Request, res: Response) => {
+          if (route.headers) parseInput(route.headers, req.headers, 'header');
           const input = {
             params: parseInput(route.params, req.params, 'path'),
             query: parseInput(route.query ?? noQuery, req.query, 'query'),
             body: parseInput(route.body, req.body, 'body'),
             deps,
             requestId: String(res.locals.requestId),
+            header: (name: string) => req.get(name),
           };
           const reply = await route.handle(input as never);
-          res.status(reply.status ?? route.status).json(reply.body);
+          if ('send' in reply) await reply.send(req, res);
+          else res.status(reply.status ?? route.status).json(reply.body);
         },
       );
     }

@@ -41,7 +41,7 @@ export const apiErrorCodes = Object.keys(httpStatus) as ApiErrorCode[];
 
 /** One problem with one input field: where it was (path, query, body), its dotted name, and what was wrong. */
 export interface FieldProblem {
-  readonly location: 'path' | 'query' | 'body';
+  readonly location: 'path' | 'query' | 'body' | 'header';
   readonly field: string;
   readonly message: string;
 }
@@ -69,7 +69,7 @@ export const errorBodySchema = z.object({
     message: z.string().describe('What went wrong, for people.'),
     request_id: z.string().describe('Id of the request, also in the X-Request-Id header and in the server log.'),
     details: z.array(z.object({
-      location: z.enum(['path', 'query', 'body']),
+      location: z.enum(['path', 'query', 'body', 'header']),
       field: z.string().describe('Dotted path of the field, e.g. scope.pack_ref or quotas.0.limit.'),
       message: z.string(),
     })).optional().describe('Validation errors: one entry per bad field.'),
@@ -85,11 +85,11 @@ export function validationError(location: FieldProblem['location'], issues: read
     if (issue.code === 'unrecognized_keys') {
       return issue.keys.map((key) => ({ location, field: [...base, key].join('.'), message: 'unknown field' }));
     }
-    const field = base.length > 0 ? base.join('.') : location === 'body' ? '(body)' : '(query)';
+    const field = base.length > 0 ? base.join('.') : `(${location})`;
     return [{ location, field, message: issue.message }];
   });
   const first = details[0]!;
-  const what = location === 'body' ? 'body field' : location === 'query' ? 'query parameter' : 'path parameter';
+  const what = { body: 'body field', query: 'query parameter', path: 'path parameter', header: 'header' }[location];
   const message = first.field === '(body)'
     ? `invalid request body: ${first.message}`
     : `invalid ${what} ${first.field}: ${first.message}`;

@@ -35,7 +35,7 @@ const commonErrors = (route: Route): ApiErrorCode[] => [
 
 function parameters(components: Components, route: Route) {
   const result: JsonSchema[] = [];
-  for (const [location, schema] of [['path', route.params], ['query', route.query]] as const) {
+  for (const [location, schema] of [['path', route.params], ['query', route.query], ['header', route.headers]] as const) {
     if (!schema) continue;
     const shape = (schema as z.ZodObject).shape as Record<string, z.ZodType>;
     for (const [name, field] of Object.entries(shape)) {
@@ -58,7 +58,7 @@ function responses(components: Components, route: Route) {
   const result: Record<string, unknown> = {};
   const success = components.convert(route.response, 'output');
   for (const status of [route.status, ...(route.otherStatuses ?? [])]) {
-    result[String(status)] = { description: status === 201 ? 'Created' : 'OK', content: { 'application/json': { schema: success } } };
+    result[String(status)] = { description: status === 201 ? 'Created' : 'OK', content: { [route.produces ?? 'application/json']: { schema: success } } };
   }
   const byStatus = new Map<number, ApiErrorCode[]>();
   for (const code of new Set([...commonErrors(route), ...(route.errors ?? [])])) {

@@ -3,22 +3,34 @@
  * handler. app.ts mounts them and openapi.ts documents them from the same list, so every route that
  * exists is documented and every documented input is the one validated.
  */
+import type { Request, Response } from 'express';
 import type pg from 'pg';
 import { z } from 'zod';
 import type { Logger } from '../log.ts';
+import type { EventFollower } from './event-follower.ts';
+import type { ApiMetrics } from './metrics.ts';
 import type { Access } from './auth.ts';
 import { validationError, type ApiErrorCode, type FieldProblem } from './errors.ts';
 
 export interface ApiDeps {
   readonly pool: pg.Pool;
   readonly log: Logger;
+  readonly events: EventFollower;
+  readonly metrics: ApiMetrics;
+  /** Fires when the server closes: long responses (event streams) end. */
+  readonly closing: AbortSignal;
 }
 
-export interface Reply {
-  /** Defaults to the route's `status`. */
-  readonly status?: number;
-  readonly body: unknown;
-}
+export type Reply =
+  | {
+    /** Defaults to the route's `status`. */
+    readonly status?: number;
+    readonly body: unknown;
+  }
+  | {
+    /** Writes the response itself, for routes that do not answer JSON (see `produces`). */
+    readonly send: (req: Request, res: Response) => Promise<void>;
+  };
 
 type Out<S> = S extends z.ZodType ? z.output<S> : undefined;
 
@@ -28,6 +40,8 @@ export interface RouteInput<P, Q, B> {
   readonly body: Out<B>;
   readonly deps: ApiDeps;
   readonly requestId: string;
+  /** A request header by name (case-insensitive). */
+  readonly header: (name: string) => string | undefined;
 }
 
 interface RouteShape<P, Q, B> {
@@ -42,10 +56,14 @@ interface RouteShape<P, Q, B> {
   readonly params?: P;
   readonly query?: Q;
   readonly body?: B;
+  /** Request headers the route reads (lower-case names), validated like the other inputs; others are ignored. */
+  readonly headers?: z.ZodObject;
   /** Success status, and other success statuses the route can answer with. */
   readonly status: number;
   readonly otherStatuses?: readonly number[];
   readonly response: z.ZodType;
+  /** Media type of a success response when it is not JSON. */
+  readonly produces?: 'text/plain; version=0.0.4' | 'text/event-stream';
   /** Error codes this route can answer with beyond the common ones (validation, auth, 5xx). */
   readonly errors?: readonly ApiErrorCode[];
   readonly handle: (input: RouteInput<P, Q, B>) => Promise<Reply>;

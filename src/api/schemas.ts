@@ -80,11 +80,28 @@ export const executeBody = z.strictObject({
   enforcement_id: idString.optional().meta({ description: 'Provenance: the rule enforcement that caused it.' }),
 });
 
+/** A position in the execution event log: 0 (before the first event) or a bigint, as digits. */
+const eventPosition = z.string()
+  .regex(/^(0|[1-9][0-9]{0,18})$/, 'must be an event id received from this stream: a whole number, 0 for the oldest kept')
+  .refine((value) => !/^[0-9]{1,19}$/.test(value) || BigInt(value) <= bigintMax, 'must be at most 9223372036854775807');
+
+const actionOrPackFilter = z.string().max(200)
+  .regex(/^[a-z][a-z0-9_-]*\.([a-z][a-z0-9_-]*|\*)$/, 'must be <pack>.<name>, or <pack>.* for every action of a pack');
+
+export const executionStreamQuery = z.strictObject({
+  action_ref: actionOrPackFilter.optional().meta({ description: 'Only events of this action, or <pack>.* for all actions of a pack.' }),
+  last_event_id: eventPosition.optional()
+    .meta({ description: 'Continue after this event id (as Last-Event-ID does; the header wins when both are sent). 0 replays every event still kept.' }),
+});
+
+export const executionStreamHeaders = z.object({
+  'last-event-id': eventPosition.optional()
+    .meta({ description: 'Sent by EventSource when it reconnects: the stream continues after this event.' }),
+});
+
 export const executionListQuery = z.strictObject({
   status: statusList.optional(),
-  action_ref: z.string().max(200)
-    .regex(/^[a-z][a-z0-9_-]*\.([a-z][a-z0-9_-]*|\*)$/, 'must be <pack>.<name>, or <pack>.* for every action of a pack')
-    .optional().meta({ description: 'An action, or <pack>.* for all actions of a pack.' }),
+  action_ref: actionOrPackFilter.optional().meta({ description: 'An action, or <pack>.* for all actions of a pack.' }),
   pack_name: packRef.optional().meta({ description: 'Executions of every action of this pack.' }),
   enforcement: idString.optional().meta({ description: 'enforcement_id equals this.' }),
   parent: idString.optional().meta({ description: 'parent_id equals this.' }),

@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import { isIP } from 'node:net';
 import { ConfigError } from '../errors.ts';
 import { createApp, type ApiOptions } from './app.ts';
+import { createApiServices } from './services.ts';
 
 export interface ApiServer {
   /** Base URL, e.g. http://127.0.0.1:8080 (the real port when 0 was asked for). */
@@ -32,9 +33,17 @@ export function assertSafeBinding(host: string, tokenCount: number): void {
   }
 }
 
-export async function startApiServer(options: ApiOptions & { readonly host: string; readonly port: number }): Promise<ApiServer> {
+export interface ApiServerOptions extends ApiOptions {
+  readonly host: string;
+  readonly port: number;
+  /** For the LISTEN connection that follows the execution event log. */
+  readonly databaseUrl: string;
+}
+
+export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
   assertSafeBinding(options.host, options.tokens.length);
-  const app = createApp(options);
+  const services = createApiServices(options);
+  const app = createApp(options, services);
   const server: Server = await new Promise((resolve, reject) => {
     const listening = app.listen(options.port, options.host, (error?: Error) => (error ? reject(error) : resolve(listening)));
     listening.once('error', reject);
@@ -52,18 +61,28 @@ export async function startApiServer(options: ApiOptions & { readonly host: stri
     read_tokens: options.tokens.filter((token) => token.role === 'read').length,
     write_tokens: options.tokens.filter((token) => token.role === 'write').length,
   }, `API listening on ${url}/api/v1`);
+  services.start();
   return {
     url,
     port,
-    close: () => new Promise<void>((resolve, reject) => {
-      // Requests still running after the grace are cut off.
-      const force = setTimeout(() => server.closeAllConnections(), 10_000);
-      server.close((error) => {
-        clearTimeout(force);
-        if (error) reject(error);
-        else resolve();
-      });
-      server.closeIdleConnections();
-    }),
+    close: async () => {
+      // Stop accepting first; then open streams end, and the server can finish.
+      const closed = closeServer(server);
+      await services.stop();
+      await closed;
+    },
   };
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    // Requests still running after the grace are cut off.
+    const force = setTimeout(() => server.closeAllConnections(), 10_000);
+    server.close((error) => {
+      clearTimeout(force);
+      if (error) reject(error);
+      else resolve();
+    });
+    server.closeIdleConnections();
+  });
 }

@@ -25,7 +25,7 @@ export async function runApi(options: ApiCommandOptions): Promise<void> {
     connectionTimeoutMs: 5_000,
   }, log);
   lifecycle.onStop(() => pool.end());
-  const server = await startApiServer({ pool, log, tokens: config.apiTokens, host, port });
+  const server = await startApiServer({ pool, log, tokens: config.apiTokens, host, port, databaseUrl: database.url });
   lifecycle.onStop(async () => {
     await server.close();
     log.info({ event: 'api:stopped' }, 'API stopped');

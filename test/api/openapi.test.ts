@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/api/app.ts';
+import { createApiServices } from '../../src/api/services.ts';
 import { allRoutes } from '../../src/api/routes/index.ts';
 import { createLogger } from '../../src/log.ts';
 import { executionColumns } from '../../src/queue/executions-read.ts';
@@ -19,7 +20,9 @@ afterAll(() => api.close());
 
 /** The routes express really serves, read from the app's router: "GET /api/v1/executions/{id}". */
 function servedRoutes(): string[] {
-  const app = createApp({ pool: new pg.Pool(), log: createLogger('silent'), tokens });
+  const pool = new pg.Pool();
+  const log = createLogger('silent');
+  const app = createApp({ pool, log, tokens }, createApiServices({ pool, log, databaseUrl: '' }));
   const stack = (app as unknown as { router: { stack: Json[] } }).router.stack;
   const mounted = stack.filter((layer) => layer.handle?.stack);
   expect(mounted).toHaveLength(1);
@@ -41,7 +44,7 @@ describe('the OpenAPI document', () => {
     expect(doc.openapi).toBe('3.1.0');
     expect(doc.info).toMatchObject({ title: 'Usher HTTP API', version: '0.1.0' });
     const served = servedRoutes();
-    expect(served.length).toBe(29);
+    expect(served.length).toBe(31);
     expect(documentedRoutes()).toEqual(served);
   });
 

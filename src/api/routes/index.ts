@@ -6,19 +6,23 @@ import type { Route } from '../route.ts';
 import { actionRoutes } from './actions.ts';
 import { executionRoutes } from './executions.ts';
 import { laneRoutes } from './lanes.ts';
+import { metricsRoutes } from './metrics.ts';
 import { policyRoutes } from './policies.ts';
 import { queueStatsRoutes } from './queue-stats.ts';
+import { streamRoutes } from './stream.ts';
 import { systemRoutes } from './system.ts';
 import { workerRoutes } from './workers.ts';
 
 export function allRoutes(openapi: () => unknown): Route[] {
   return [
+    ...streamRoutes,
     ...executionRoutes,
     ...actionRoutes,
     ...queueStatsRoutes,
     ...laneRoutes,
     ...policyRoutes,
     ...workerRoutes,
+    ...metricsRoutes,
     ...systemRoutes(openapi),
   ];
 }
