@@ -69,6 +69,8 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       // Stop accepting first; then open streams end, and the server can finish.
       const closed = closeServer(server);
       await services.stop();
+      // The streams' connections are idle now.
+      server.closeIdleConnections();
       await closed;
     },
   };
