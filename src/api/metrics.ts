@@ -11,6 +11,8 @@ import type { ExecutionEvent } from '../queue/events.ts';
 
 export interface ApiMetrics {
   readonly registry: client.Registry;
+  /** Reads the queue and worker gauges from the database; call before each scrape. */
+  refresh(): Promise<void>;
   observe(events: readonly ExecutionEvent[]): void;
 }
 
@@ -85,41 +87,42 @@ export function createApiMetrics(pool: pg.Pool): ApiMetrics {
     labelNames: ['action_ref', 'status'], buckets: latencyBuckets, registers: [registry],
   });
 
-  // One scrape-time read fills the queue and worker gauges; it replaces the previous values, so an
-  // action or worker that went away stops being reported.
-  new client.Gauge({
-    name: 'usher_scrape_database_seconds', help: 'Time the last scrape spent reading the database.',
-    registers: [registry],
-    async collect() {
-      const started = process.hrtime.bigint();
-      const [actions, workers] = await Promise.all([readActionCounts(pool), readWorkers(pool)]);
-      for (const gauge of [executions, queueLength, activeSlots, maxConcurrent, oldestWaiting, heartbeatAge, workerRunning, workerConcurrency]) {
-        gauge.reset();
-      }
-      for (const row of actions) {
-        if (row.status !== null) executions.set({ action_ref: row.action_ref, status: row.status }, row.n);
-      }
-      const byAction = new Map<string, ActionCounts[]>();
-      for (const row of actions) byAction.set(row.action_ref, [...(byAction.get(row.action_ref) ?? []), row]);
-      for (const [ref, rows] of byAction) {
-        const count = (statuses: string[]) => rows.filter((row) => row.status !== null && statuses.includes(row.status)).reduce((sum, row) => sum + row.n, 0);
-        queueLength.set({ action_ref: ref }, count(['requested']));
-        activeSlots.set({ action_ref: ref }, count(['scheduled', 'running', 'canceling']));
-        oldestWaiting.set({ action_ref: ref }, rows[0]!.oldest_waiting_seconds ?? 0);
-        if (rows[0]!.max_concurrent !== null) maxConcurrent.set({ action_ref: ref }, rows[0]!.max_concurrent);
-      }
-      for (const worker of workers) {
-        const labels = { worker: worker.name, host: worker.host };
-        heartbeatAge.set(labels, worker.heartbeat_age_seconds);
-        workerRunning.set(labels, worker.running);
-        workerConcurrency.set(labels, worker.concurrency);
-      }
-      this.set(Number(process.hrtime.bigint() - started) / 1e9);
-    },
+  const scrapeSeconds = new client.Gauge({
+    name: 'usher_scrape_database_seconds', help: 'Time the last scrape spent reading the database.', registers: [registry],
   });
+
+  // One read per scrape replaces every gauge value, so an action or worker that went away stops
+  // being reported.
+  async function refresh(): Promise<void> {
+    const started = process.hrtime.bigint();
+    const [actions, workers] = await Promise.all([readActionCounts(pool), readWorkers(pool)]);
+    for (const gauge of [executions, queueLength, activeSlots, maxConcurrent, oldestWaiting, heartbeatAge, workerRunning, workerConcurrency]) {
+      gauge.reset();
+    }
+    for (const row of actions) {
+      if (row.status !== null) executions.set({ action_ref: row.action_ref, status: row.status }, row.n);
+    }
+    const byAction = new Map<string, ActionCounts[]>();
+    for (const row of actions) byAction.set(row.action_ref, [...(byAction.get(row.action_ref) ?? []), row]);
+    for (const [ref, rows] of byAction) {
+      const count = (statuses: string[]) => rows.filter((row) => row.status !== null && statuses.includes(row.status)).reduce((sum, row) => sum + row.n, 0);
+      queueLength.set({ action_ref: ref }, count(['requested']));
+      activeSlots.set({ action_ref: ref }, count(['scheduled', 'running', 'canceling']));
+      oldestWaiting.set({ action_ref: ref }, rows[0]!.oldest_waiting_seconds ?? 0);
+      if (rows[0]!.max_concurrent !== null) maxConcurrent.set({ action_ref: ref }, rows[0]!.max_concurrent);
+    }
+    for (const worker of workers) {
+      const labels = { worker: worker.name, host: worker.host };
+      heartbeatAge.set(labels, worker.heartbeat_age_seconds);
+      workerRunning.set(labels, worker.running);
+      workerConcurrency.set(labels, worker.concurrency);
+    }
+    scrapeSeconds.set(Number(process.hrtime.bigint() - started) / 1e9);
+  }
 
   return {
     registry,
+    refresh,
     observe(events) {
       for (const event of events) {
         transitions.inc({ action_ref: event.action_ref, status: event.status });

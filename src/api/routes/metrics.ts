@@ -15,6 +15,7 @@ export const metricsRoutes = [
     response: z.string().meta({ description: 'Prometheus text exposition format 0.0.4.' }),
     errors: ['database_unavailable'],
     async handle({ deps }) {
+      await deps.metrics.refresh();
       const text = await deps.metrics.registry.metrics();
       return {
         async send(_req, res) {
