@@ -11,6 +11,8 @@ export type UsherErrorCode =
   | 'invalid_params'
   | 'invalid_execution'
   | 'execution_not_found'
+  | 'execution_terminal'
+  | 'wait_timeout'
   | 'database_unavailable'
   | 'migration_failed'
   | 'pack_invalid';

@@ -1,4 +1,6 @@
-/** Usher's TypeScript API: enqueue and cancel from your code, or embed a worker or executor. */
+/** Usher's TypeScript API: the client (enqueue, get, cancel, waitFor), or embed a worker or executor. */
+export { createClient, type ClientOptions, type EnqueueOptions, type UsherClient, type WaitOptions } from './client.ts';
+export type { ExecutionRecord } from './queue/executions-read.ts';
 export { enqueue, enqueueMany, type EnqueueInput } from './queue/enqueue.ts';
 export { cancelExecution, type CancelResult } from './queue/cancel.ts';
 export { checkInvariants, getExecution, laneStats, queueStats } from './queue/stats.ts';
