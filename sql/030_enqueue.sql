@@ -1,3 +1,14 @@
+create or replace function usher.action_lock_key(p_action_ref text)
+returns bigint
+language sql
+immutable
+as $$
+  select (29299::bigint << 32) | (hashtext(p_action_ref)::bigint & 4294967295)
+$$;
+
+comment on function usher.action_lock_key(text) is
+  'Advisory lock key of an action: every enqueue holds it shared until its transaction ends, and deleting the action takes it exclusively, so a delete waits for executions still being inserted.';
+
 -- Enqueue is a plain INSERT into usher.executions. These triggers validate the row, place it in
 -- its lane and wake the executor once per statement, without touching any shared row, so
 -- concurrent producers never wait on each other and a rolled-back insert leaves nothing.
@@ -26,6 +37,9 @@ begin
       using errcode = 'check_violation', constraint = 'executions_params_is_object';
   end if;
 
+  -- Shared with every other enqueue (no waiting on each other); a delete of the action waits for
+  -- this transaction, so it cannot miss the execution it is inserting.
+  perform pg_advisory_xact_lock_shared(usher.action_lock_key(new.action_ref));
   select * into v_action from usher.actions a where a.ref = new.action_ref;
   if not found then
     raise exception 'usher.executions: unknown action %', quote_nullable(new.action_ref)

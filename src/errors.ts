@@ -42,6 +42,7 @@ export const SqlState = {
   objectNotInPrerequisiteState: '55000',
   invalidTextRepresentation: '22P02',
   queryCanceled: '57014',
+  lockNotAvailable: '55P03',
   adminShutdown: '57P01',
   cannotConnectNow: '57P03',
   serializationFailure: '40001',

@@ -1,6 +1,7 @@
 /** Actions for the HTTP API: list, read, create or change, delete, pause and resume. */
 import pg from 'pg';
 import type { Queryable } from '../db/pool.ts';
+import { SqlState } from '../errors.ts';
 import { selectPage, SqlValues, type PageOf, type PageRequest } from './paging.ts';
 
 export interface ActionRecord {
@@ -87,17 +88,30 @@ export async function putAction(db: Queryable, ref: string, settings: ActionSett
 export type DeleteActionOutcome =
   | { readonly outcome: 'deleted'; readonly action: ActionRecord }
   | { readonly outcome: 'not_found' }
-  | { readonly outcome: 'busy'; readonly unfinished: number };
+  | { readonly outcome: 'busy'; readonly unfinished: number }
+  /** A transaction that inserted executions of the action was still open after the lock timeout. */
+  | { readonly outcome: 'enqueue_open' };
 
 /**
  * Deletes an action (its policies and schedules go with it) unless executions of it are waiting or
- * running. The action row is locked while its executions are counted. An execution enqueued by a
- * transaction still open at that moment is not seen: it stays, and ends like any other, without its action row.
+ * running. It first waits (up to lockTimeoutMs) for transactions that are inserting executions of
+ * the action (they hold usher.action_lock_key shared), so their executions are counted too; new
+ * inserts wait for the delete and then find the action gone.
  */
-export async function deleteAction(pool: pg.Pool, ref: string): Promise<DeleteActionOutcome> {
+export async function deleteAction(pool: pg.Pool, ref: string, { lockTimeoutMs = 5_000 } = {}): Promise<DeleteActionOutcome> {
   const client = await pool.connect();
   try {
     await client.query('begin');
+    await client.query(`select set_config('lock_timeout', $1, true)`, [`${lockTimeoutMs}ms`]);
+    try {
+      await client.query('select pg_advisory_xact_lock(usher.action_lock_key($1))', [ref]);
+    } catch (error) {
+      if (error instanceof pg.DatabaseError && error.code === SqlState.lockNotAvailable) {
+        await client.query('rollback');
+        return { outcome: 'enqueue_open' };
+      }
+      throw error;
+    }
     const action = (await client.query<ActionRecord>(`select ${selectList('a')} from usher.actions a where a.ref = $1 for update`, [ref])).rows[0];
     if (!action) {
       await client.query('rollback');

@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deleteAction } from '../../src/queue/actions.ts';
 import { READ_TOKEN, snapshot, startTestApi, type TestApi } from '../support/api.ts';
+import { waitFor } from '../support/wait.ts';
 
 let api: TestApi;
 
@@ -92,6 +94,36 @@ describe('actions', () => {
       (select count(*)::int from usher.policies where action_ref = 'ops.restart') as policies`);
     expect(left.rows).toEqual([{ actions: 0, policies: 0 }]);
     expect((await api.request('DELETE', '/actions/ops.restart')).status).toBe(404);
+  });
+
+  it('waits for a transaction still inserting executions of the action, then counts them (no execution loses its action)', async () => {
+    await api.t.pool.query(`insert into usher.actions (ref) values ('ops.racy')`);
+    const producer = await api.t.connect();
+    await producer.query('begin');
+    await producer.query(`insert into usher.executions (action_ref, params) values ('ops.racy', '{}')`);
+    const deleting = api.request('DELETE', '/actions/ops.racy');
+    await waitFor(async () => {
+      const { rows } = await api.t.pool.query(`select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted
+        and database = (select oid from pg_database where datname = current_database())`);
+      return rows[0].n === 1;
+    }, { what: 'the delete waiting for the open insert' });
+    await producer.query('commit');
+    const refused = await deleting;
+    expect([refused.status, refused.body.error.message]).toEqual([409, 'action ops.racy has 1 executions that have not ended; cancel them or let them finish first']);
+    expect((await api.t.pool.query(`select count(*)::int as n from usher.actions where ref = 'ops.racy'`)).rows[0].n).toBe(1);
+    await api.t.pool.query(`delete from usher.executions where action_ref = 'ops.racy'; delete from usher.actions where ref = 'ops.racy'`);
+  });
+
+  it('gives up after the lock timeout while the inserting transaction stays open, changing nothing', async () => {
+    await api.t.pool.query(`insert into usher.actions (ref) values ('ops.idle')`);
+    const producer = await api.t.connect();
+    await producer.query('begin');
+    await producer.query(`insert into usher.executions (action_ref, params) values ('ops.idle', '{}')`);
+    expect(await deleteAction(api.t.pool, 'ops.idle', { lockTimeoutMs: 100 })).toEqual({ outcome: 'enqueue_open' });
+    await producer.query('rollback');
+    expect((await deleteAction(api.t.pool, 'ops.idle')).outcome).toBe('deleted');
+    // An insert that starts after the delete finds the action gone.
+    await expect(producer.query(`insert into usher.executions (action_ref, params) values ('ops.idle', '{}')`)).rejects.toThrow('unknown action');
   });
 });
 

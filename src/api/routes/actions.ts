@@ -52,6 +52,10 @@ export const actionRoutes = [
         throw new ApiError('action_busy',
           `action ${params.ref} has ${outcome.unfinished} executions that have not ended; cancel them or let them finish first`);
       }
+      if (outcome.outcome === 'enqueue_open') {
+        throw new ApiError('action_busy',
+          `a transaction that is enqueuing executions of ${params.ref} is still open; try again once it has committed or rolled back`);
+      }
       return { body: one(outcome.action, 'action deleted') };
     },
   }),
