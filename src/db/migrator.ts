@@ -118,10 +118,32 @@ export interface SchemaStatus {
   readonly version: string | undefined;
 }
 
-/** Compares usher.schema_migrations with migrations/ and sql/, without changing anything. */
+interface ShippedSchema {
+  readonly migrations: readonly { readonly name: string; readonly checksum: string }[];
+  readonly definitionsChecksum: string;
+}
+
+let shipped: Promise<ShippedSchema> | undefined;
+
+/** The schema this process was started with: its files are read once (a readiness probe calls often). */
+function shippedSchema(): Promise<ShippedSchema> {
+  shipped ??= (async () => {
+    const migrations = await sqlFiles(migrationsDir, migrationName);
+    const definitions = await sqlFiles(sqlDir, /^\d{3}_[a-z0-9_]+\.sql$/);
+    return {
+      migrations: migrations.map((migration) => ({ name: migration.name, checksum: checksum(migration.text) })),
+      definitionsChecksum: checksum(definitions.map((definition) => definition.text).join('\n')),
+    };
+  })();
+  shipped.catch(() => {
+    shipped = undefined;
+  });
+  return shipped;
+}
+
+/** Compares usher.schema_migrations with migrations/ and sql/ (as this process found them), without changing anything. */
 export async function schemaStatus(db: Pick<pg.ClientBase, 'query'>): Promise<SchemaStatus> {
-  const migrations = await sqlFiles(migrationsDir, migrationName);
-  const definitions = await sqlFiles(sqlDir, /^\d{3}_[a-z0-9_]+\.sql$/);
+  const { migrations, definitionsChecksum } = await shippedSchema();
   const exists = await db.query<{ present: boolean }>(`select to_regclass('usher.schema_migrations') is not null as present`);
   const done = new Map(exists.rows[0]?.present
     ? (await db.query<{ name: string; checksum: string }>('select name, checksum from usher.schema_migrations')).rows
@@ -129,11 +151,11 @@ export async function schemaStatus(db: Pick<pg.ClientBase, 'query'>): Promise<Sc
     : []);
   const pending = migrations.filter((migration) => !done.has(migration.name)).map((migration) => migration.name);
   const changed = migrations
-    .filter((migration) => done.has(migration.name) && done.get(migration.name) !== checksum(migration.text))
+    .filter((migration) => done.has(migration.name) && done.get(migration.name) !== migration.checksum)
     .map((migration) => migration.name);
   const known = new Set([...migrations.map((migration) => migration.name), DEFINITIONS_ROW]);
   const unknown = [...done.keys()].filter((name) => !known.has(name)).sort();
-  const definitionsCurrent = done.get(DEFINITIONS_ROW) === checksum(definitions.map((definition) => definition.text).join('\n'));
+  const definitionsCurrent = done.get(DEFINITIONS_ROW) === definitionsChecksum;
   return {
     current: pending.length === 0 && changed.length === 0 && unknown.length === 0 && definitionsCurrent,
     pending,
