@@ -2,7 +2,7 @@
  * The TypeScript client: enqueue (inside the caller's own transaction when given their client),
  * read, cancel, and wait for an execution to end. Errors are UsherErrors whose codes are the HTTP
  * API's: unknown_action, action_disabled, invalid_params, invalid_execution, execution_not_found,
- * execution_terminal, plus wait_timeout for waitFor.
+ * execution_terminal, database_unavailable, plus wait_timeout for waitFor.
  *
  *   const usher = createClient({ connectionString: process.env.DATABASE_URL });
  *   const execution = await usher.enqueue('ops.restart_host', { host: 'db-1' });
@@ -12,7 +12,7 @@ import pg from 'pg';
 import { Listener } from './db/listener.ts';
 import type { Queryable } from './db/pool.ts';
 import { terminalStatuses } from './db/schema.ts';
-import { UsherError } from './errors.ts';
+import { isTransientDatabaseError, UsherError } from './errors.ts';
 import { createLogger, type Logger } from './log.ts';
 import { cancelExecution } from './queue/cancel.ts';
 import { enqueue, type EnqueueInput } from './queue/enqueue.ts';
@@ -108,19 +108,19 @@ export function createClient(options: ClientOptions): UsherClient {
 
   return {
     async enqueue(actionRef, params = {}, { client, ...rest } = {}) {
-      const execution = await enqueue(client ?? pool, { ...rest, action_ref: actionRef, params });
+      const execution = await mapped(enqueue(client ?? pool, { ...rest, action_ref: actionRef, params }));
       return toExecutionRecord(execution as unknown as Record<string, unknown>);
     },
 
-    get: existing,
+    get: (id) => mapped(existing(id)),
 
     async cancel(id, reason) {
       assertId(id);
-      const outcome = await cancelExecution(pool, id, reason);
+      const outcome = await mapped(cancelExecution(pool, id, reason));
       if (!outcome.changed) {
         throw new UsherError('execution_terminal', `execution ${id} has already ended (${outcome.status}); there is nothing to cancel`);
       }
-      return existing(id);
+      return mapped(existing(id));
     },
 
     waitFor(id, { timeoutMs, signal } = {}) {
@@ -147,7 +147,7 @@ export function createClient(options: ClientOptions): UsherClient {
         // Registered before the first read, so an end between the read and the NOTIFY is not missed.
         waiters.set(id, (waiters.get(id) ?? new Set()).add(waiter));
         startWatching();
-        existing(id).then((execution) => {
+        mapped(existing(id)).then((execution) => {
           if (terminalStatuses.includes(execution.status)) waiter.resolve(execution);
         }, (error: unknown) => waiter.reject(error));
       });
@@ -163,6 +163,18 @@ export function createClient(options: ClientOptions): UsherClient {
       if (!options.pool) await pool.end();
     },
   };
+}
+
+/** Connection failures become database_unavailable, as in the API; everything else passes as is. */
+async function mapped<T>(work: Promise<T>): Promise<T> {
+  try {
+    return await work;
+  } catch (error) {
+    if (!(error instanceof UsherError) && isTransientDatabaseError(error)) {
+      throw new UsherError('database_unavailable', `the database could not be reached: ${(error as Error).message}`, { cause: error });
+    }
+    throw error;
+  }
 }
 
 function assertId(id: string): void {

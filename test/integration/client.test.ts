@@ -2,6 +2,10 @@
  * The TypeScript client from the package entry point, as an application would use it: enqueue in
  * its own transaction, read, cancel, and wait for the end through LISTEN/NOTIFY.
  */
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, UsherError, type UsherClient } from '../../src/index.ts';
 import { createLogger } from '../../src/log.ts';
@@ -154,5 +158,34 @@ describe('admission through the client', () => {
     expect(claimSecond.id).toBe(second.id);
     await completeClaimed(t.pool, claimSecond, 2);
     expect(await waited).toMatchObject({ id: second.id, status: 'completed', result: 2 });
+  });
+});
+
+describe('the built package', () => {
+  it('builds to dist/ and works from plain Node, without TypeScript tooling', async () => {
+    const root = fileURLToPath(new URL('../../', import.meta.url));
+    const run = promisify(execFile);
+    await run(process.execPath, [`${root}node_modules/typescript/bin/tsc`, '-p', `${root}tsconfig.build.json`], { cwd: root });
+    const script = `${root}dist/plain-node-check.mjs`;
+    await writeFile(script, `
+      import { createClient, UsherError } from './index.js';
+      const usher = createClient({ connectionString: process.env.DATABASE_URL });
+      const code = (error) => error instanceof UsherError ? error.code : String(error);
+      const out = {};
+      out.unknown = await usher.enqueue('c.nope').catch(code);
+      const execution = await usher.enqueue('c.free', { from: 'plain node' });
+      out.ended = (await usher.waitFor(execution.id, { timeoutMs: 20000 })).status;
+      await usher.close();
+      const down = createClient({ connectionString: 'postgres://postgres@127.0.0.1:1/none' });
+      out.down = await down.get('1').catch(code);
+      await down.close();
+      console.log(JSON.stringify(out));
+    `);
+    await t.pool.query(`update usher.executions set status = 'cancelled', completed_at = now() where status = 'scheduled'`);
+    const child = run(process.execPath, [script], { env: { ...process.env, DATABASE_URL: t.url } });
+    const claim = await waitFor(() => claimOne(t.pool, workerId, 'c.free').catch(() => undefined), { what: 'the plain-node enqueue' });
+    await completeClaimed(t.pool, claim, 'ok');
+    const { stdout } = await child;
+    expect(JSON.parse(stdout)).toEqual({ unknown: 'unknown_action', ended: 'completed', down: 'database_unavailable' });
   });
 });
