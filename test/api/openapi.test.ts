@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Validator } from '@seriousme/openapi-schema-validator';
 import { createApp } from '../../src/api/app.ts';
 import { createApiServices } from '../../src/api/services.ts';
 import { allRoutes } from '../../src/api/routes/index.ts';
@@ -46,6 +47,15 @@ describe('the OpenAPI document', () => {
     const served = servedRoutes();
     expect(served.length).toBe(31);
     expect(documentedRoutes()).toEqual(served);
+  });
+
+  it('validates against the OpenAPI 3.1 schema (and the validator does refuse a broken document)', async () => {
+    const validator = new Validator();
+    expect(await validator.validate(structuredClone(doc))).toEqual({ valid: true });
+    expect(validator.version).toBe('3.1');
+    const broken = structuredClone(doc);
+    broken.paths['/api/v1/executions'].get.parameters[0].in = 'body';
+    expect((await new Validator().validate(broken)).valid).toBe(false);
   });
 
   it('gives every operation a unique id, its access, success and error responses, and bearer security unless public', () => {
