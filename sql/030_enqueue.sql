@@ -25,6 +25,12 @@ begin
     raise exception 'usher.executions: params must be a JSON object, got a JSON %', jsonb_typeof(new.params)
       using errcode = 'check_violation', constraint = 'executions_params_is_object';
   end if;
+  -- Params travel to a worker and sit in the hot table: a producer cannot hand over megabytes.
+  if pg_column_size(new.params) > 1048576 then
+    raise exception 'usher.executions: params are % bytes, over the limit of 1 MiB', pg_column_size(new.params)
+      using errcode = 'program_limit_exceeded', constraint = 'executions_params_size',
+        hint = 'Store large inputs elsewhere and pass a reference in params.';
+  end if;
 
   select * into v_action from usher.actions a where a.ref = new.action_ref;
   if not found then
