@@ -20,6 +20,7 @@ const envSchema = z.object({
   USHER_SHUTDOWN_GRACE_SECONDS: nonNegativeInt.default(25),
   USHER_ABORT_GRACE_SECONDS: nonNegativeInt.default(5),
   USHER_IDLE_LANE_SECONDS: positiveInt.default(300),
+  USHER_RETENTION_DAYS: z.coerce.number().nonnegative().max(36500).default(7),
   USHER_API_PORT: nonNegativeInt.max(65535).default(8080),
   USHER_API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   USHER_API_TOKENS: z.string().default('').transform((value, ctx) => parseApiTokens(value, ctx)),
@@ -76,6 +77,8 @@ export interface Config {
   /** After an abort (timeout, cancel, shutdown), how long a handler may take to settle. */
   readonly abortGraceSeconds: number;
   readonly idleLaneSeconds: number;
+  /** Ended executions are deleted this many days after they end; 0 keeps them forever. */
+  readonly retentionDays: number;
   /** Where `usher api` listens; 0 picks a free port. */
   readonly apiPort: number;
   readonly apiHost: string;
@@ -102,6 +105,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceSeconds: e.USHER_SHUTDOWN_GRACE_SECONDS,
     abortGraceSeconds: e.USHER_ABORT_GRACE_SECONDS,
     idleLaneSeconds: e.USHER_IDLE_LANE_SECONDS,
+    retentionDays: e.USHER_RETENTION_DAYS,
     apiPort: e.USHER_API_PORT,
     apiHost: e.USHER_API_HOST,
     apiTokens: Object.freeze(e.USHER_API_TOKENS.map((token) => Object.freeze(token))),

@@ -11,6 +11,7 @@ export async function runExecutor(options: { name?: string }): Promise<void> {
     pollIntervalMs: config.pollIntervalMs,
     sweepIntervalMs: config.sweepIntervalMs,
     idleLaneSeconds: config.idleLaneSeconds,
+    retentionDays: config.retentionDays,
   }, log);
   lifecycle.onStop(() => executor.stop());
   executor.start();
