@@ -39,7 +39,7 @@ const total = Number(args.executions);
 const lanes = Number(args.lanes);
 const rate = total / (minutes * 60);
 const cli = fileURLToPath(new URL('../bin/usher.js', import.meta.url));
-const packs = fileURLToPath(new URL('./soak-packs', import.meta.url));
+const packs = fileURLToPath(new URL('../examples/packs', import.meta.url));
 const log = createLogger('warn', { component: 'soak' });
 
 interface Proc { readonly name: string; child: ChildProcess }
@@ -49,7 +49,14 @@ async function openServer(): Promise<{ adminUrl: string; stop(): Promise<void> }
   const { startEmbedded } = await import('../src/db/embedded.ts');
   const dataDir = await mkdtemp(join(tmpdir(), 'usher-soak-'));
   const server = await startEmbedded({ dataDir, port: 54390 + (process.pid % 500), database: 'usher' }, log);
-  return { adminUrl: server.url, stop: async () => { await server.stop(); await rm(dataDir, { recursive: true, force: true }); } };
+  return {
+    adminUrl: server.url,
+    stop: async () => {
+      await server.stop();
+      await rm(dataDir, { recursive: true, force: true });
+      await rm(server.dataDir, { recursive: true, force: true });
+    },
+  };
 }
 
 function rssMb(pid: number | undefined): number | null {
@@ -63,6 +70,15 @@ function rssMb(pid: number | undefined): number | null {
 
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
 
+// Ctrl-C ends the run early through the normal path: processes stopped, database dropped, report printed.
+let interrupted = false;
+process.once('SIGINT', () => {
+  interrupted = true;
+});
+process.once('SIGTERM', () => {
+  interrupted = true;
+});
+
 async function main(): Promise<number> {
   const server = await openServer();
   const dbName = `usher_soak_${process.pid}`;
@@ -75,8 +91,9 @@ async function main(): Promise<number> {
   const pool = new pg.Pool({ connectionString: dbUrl, max: 3, application_name: 'soak' });
   pool.on('error', () => undefined);
   await migrate(pool, log);
-  await pool.query(`insert into usher.actions (ref) values ('soak.work')`);
-  await pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters) values ('soak', 'soak.work', $1, '{lane}')`, [Number(args.threshold)]);
+  // The example pack's demo.sleep, in lanes by params.lane.
+  await pool.query(`insert into usher.actions (ref) values ('demo.sleep')`);
+  await pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters) values ('soak', 'demo.sleep', $1, '{lane}')`, [Number(args.threshold)]);
 
   const env = {
     ...process.env, DATABASE_URL: dbUrl, USHER_LOG_LEVEL: 'warn', USHER_LEASE_SECONDS: '5',
@@ -97,17 +114,23 @@ async function main(): Promise<number> {
 
   console.log(`soak: ${total} executions over ${minutes} min (${rate.toFixed(0)}/s) in ${lanes} lanes of threshold ${args.threshold}, ` +
     `${args.workers} workers x ${args.concurrency}, 2 executors, a worker SIGKILLed every ${args['kill-every']} s, retention ${args['retention-seconds']} s`);
+  const { rows: settings } = await pool.query(
+    `select name, setting from pg_settings where name in ('autovacuum', 'autovacuum_naptime', 'autovacuum_max_workers') order by name`);
+  console.log(`server: ${settings.map((row) => `${row.name}=${row.setting}`).join(' ')}`);
+  if (settings.some((row) => row.name === 'autovacuum' && row.setting === 'off')) {
+    console.log('warning: autovacuum is off on this server: dead tuples will pile up whatever Usher does');
+  }
   const startedAt = Date.now();
   const endAt = startedAt + minutes * 60_000;
   let inserted = 0;
   let kills = 0;
   const producer = (async () => {
-    while (Date.now() < endAt && inserted < total) {
+    while (Date.now() < endAt && inserted < total && !interrupted) {
       const due = Math.min(total, Math.floor(((Date.now() - startedAt) / 1000) * rate)) - inserted;
       if (due > 0) {
         await pool.query(
           `insert into usher.executions (action_ref, params)
-           select 'soak.work', jsonb_build_object('lane', floor(random() * $2::int)::int, 'n', $3::bigint + g, 'ms', floor(random() * $4::int)::int)
+           select 'demo.sleep', jsonb_build_object('lane', floor(random() * $2::int)::int, 'n', $3::bigint + g, 'ms', floor(random() * $4::int)::int)
            from generate_series(1, $1::int) g`, [due, lanes, inserted, Number(args['handler-ms']) * 2]);
         inserted += due;
       }
@@ -150,6 +173,7 @@ async function main(): Promise<number> {
       row[`${table.name}_idx_mb`] = mb(Number(table.indexes));
       row[`${table.name}_live`] = Number(table.live);
       row[`${table.name}_dead`] = Number(table.dead);
+      if (table.name === 'executions') row.executions_autovacuums = Number(table.autovacuums);
     }
     row.rss_mb = procs.filter((p) => p.child.exitCode === null && p.child.signalCode === null)
       .map((p) => `${p.name}=${rssMb(p.child.pid)}`).join(' ');
@@ -169,7 +193,7 @@ async function main(): Promise<number> {
   await producer;
   clearInterval(killer);
   const drainDeadline = Date.now() + 120_000;
-  while (Date.now() < drainDeadline) {
+  while (Date.now() < drainDeadline && !interrupted) {
     const { rows: [left] } = await pool.query(`select count(*)::int as n from usher.executions where completed_at is null`);
     if (left!.n === 0) break;
     await new Promise((resolve) => setTimeout(resolve, 1000));

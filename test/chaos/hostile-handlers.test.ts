@@ -3,37 +3,27 @@
  * cycles, BigInt, NUL): megabytes of result, megabytes written to stdout and the log, params nested
  * thousands deep. Each ends cleanly with a clear outcome, and the worker carries on.
  */
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { expect, it } from 'vitest';
 import { killAll } from '../support/processes.ts';
 import { events, workerIdOf } from '../support/scenario.ts';
 import { waitFor } from '../support/wait.ts';
-import { startChaosWorker } from './support.ts';
+import { startChaosWorker, useChaosDatabase } from './support.ts';
 
-let t: TestDatabase;
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  await t.pool.query(`insert into usher.actions (ref, max_retries) values ('c.big', 3), ('c.noisy', 0), ('c.work', 0)`);
-});
-afterAll(async () => {
-  await killAll();
-  await t.drop();
-});
+const chaos = useChaosDatabase(`insert into usher.actions (ref, max_retries) values ('c.big', 3), ('c.noisy', 0), ('c.work', 0)`);
 
 async function enqueue(action: string, params: unknown): Promise<string> {
-  const { rows } = await t.pool.query<{ id: string }>(`insert into usher.executions (action_ref, params) values ($1, $2) returning id`, [action, params]);
+  const { rows } = await chaos.t.pool.query<{ id: string }>(`insert into usher.executions (action_ref, params) values ($1, $2) returning id`, [action, params]);
   return rows[0]!.id;
 }
 
 function ended(id: string) {
-  return waitFor(async () => (await t.pool.query(
+  return waitFor(async () => (await chaos.t.pool.query(
     `select status, attempt, error, result, octet_length(result::text) as result_bytes from usher.executions where id = $1 and completed_at is not null`,
     [id])).rows[0], { what: `execution ${id} to end`, timeoutMs: 30_000 });
 }
 
 it('fails an 8 MB result with the size in the error and no retry, stores 0.5 MB, survives 5 MB of output and 2,000-deep params', async () => {
-  const worker = await startChaosWorker(t.url, { concurrency: 1, name: 'hostile' });
+  const worker = await startChaosWorker(chaos.t.url, { concurrency: 1, name: 'hostile' });
   const huge = await enqueue('c.big', { mb: 8 });
   const fine = await enqueue('c.big', { mb: 0.5 });
   const noisy = await enqueue('c.noisy', { mb: 5 });
@@ -57,5 +47,5 @@ it('fails an 8 MB result with the size in the error and no retry, stores 0.5 MB,
   expect(events(worker, 'worker:mark_impossible')).toEqual([]);
   // All 5 MB came through: 40 lines on stdout and 40 log records of 64 kB each.
   await waitFor(() => (worker.lines.join('').match(/y/g)?.length ?? 0) >= 80 * 64 * 1024, { what: '5 MB of output read', timeoutMs: 20_000 });
-  expect((await t.pool.query(`select count(*)::int as n from usher.executions where worker_id = $1`, [workerIdOf(worker)])).rows).toEqual([{ n: 5 }]);
+  expect((await chaos.t.pool.query(`select count(*)::int as n from usher.executions where worker_id = $1`, [workerIdOf(worker)])).rows).toEqual([{ n: 5 }]);
 });

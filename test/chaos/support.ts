@@ -8,8 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { expect } from 'vitest';
-import { spawnUsher, type UsherProcess } from '../support/processes.ts';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { killAll, spawnUsher, type UsherProcess } from '../support/processes.ts';
 import { waitFor } from '../support/wait.ts';
 
 /** `USHER_CHAOS=full` (npm run test:chaos) runs every scenario at full size; otherwise the CI subset runs small. */
@@ -93,8 +94,49 @@ export async function statusCounts(pool: pg.Pool, range: { first: string; last: 
   return Object.fromEntries(rows.map((row) => [row.status, row.n]));
 }
 
+export interface RunLog {
+  readonly path: string;
+  /** The attempts each execution's handler was started under, in order. */
+  starts(): Map<string, number[]>;
+  remove(): void;
+}
+
+export interface Chaos {
+  readonly t: TestDatabase;
+  readonly log: RunLog;
+}
+
+/**
+ * Registers the hooks of a chaos test file (or describe block): a database of its own with the
+ * audit installed and `setupSql` run, and a run log; afterwards every process it spawned is killed
+ * and both are removed.
+ */
+export function useChaosDatabase(setupSql: string): Chaos {
+  let t: TestDatabase | undefined;
+  let log: RunLog | undefined;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    log = runLog();
+    await installAudit(t.pool);
+    await t.pool.query(setupSql);
+  });
+  afterAll(async () => {
+    await killAll();
+    await t?.drop();
+    log?.remove();
+  });
+  return {
+    get t() {
+      return t!;
+    },
+    get log() {
+      return log!;
+    },
+  };
+}
+
 /** A file the c.work handler appends `id attempt pid` to on every start. */
-export function runLog(): { path: string; starts(): Map<string, number[]>; remove(): void } {
+export function runLog(): RunLog {
   const dir = mkdtempSync(join(tmpdir(), 'usher-chaos-'));
   const path = join(dir, 'runs.log');
   return {
@@ -145,7 +187,7 @@ export async function expectSoundQueue(pool: pg.Pool, range: { first: string; la
 }
 
 /** Each (execution, attempt) started at most once, and no execution ran more attempts than it was charged. */
-export async function expectNoDuplicateRuns(pool: pg.Pool, log: ReturnType<typeof runLog>, range: { first: string; last: string }): Promise<Map<string, number[]>> {
+export async function expectNoDuplicateRuns(pool: pg.Pool, log: RunLog, range: { first: string; last: string }): Promise<Map<string, number[]>> {
   const starts = log.starts();
   const { rows } = await pool.query<{ id: string; attempt: number }>(
     'select id, attempt from usher.executions where id between $1 and $2', [range.first, range.last]);
