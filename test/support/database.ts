@@ -57,6 +57,14 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       await pool.end();
       const dropper = new pg.Client({ connectionString: adminUrl });
       await dropper.connect();
+      // pool.end() resolves before its connections have closed: dropping WITH (FORCE) under them
+      // would terminate them mid-goodbye, an uncaught 57P01 in the test process. Give them 2 s.
+      for (let attempt = 0; attempt < 100; attempt += 1) {
+        const { rows } = await dropper.query<{ n: number }>(
+          `select count(*)::int as n from pg_stat_activity where datname = $1 and application_name not like 'usher-%'`, [name]);
+        if (rows[0]!.n === 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
       await dropper.query(`drop database if exists ${name} with (force)`);
       await dropper.end();
     },
