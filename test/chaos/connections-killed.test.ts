@@ -33,11 +33,11 @@ async function listeners(): Promise<string[]> {
 it(`completes ${COUNT} executions exactly once while every Usher connection is killed ${ROUNDS} times, and LISTEN comes back`, { timeout: scale(120_000, 400_000) }, async () => {
   await usePolicy(chaos.t.pool, 'c.work', 'chaos-terminate', 5);
   const env = { USHER_LEASE_SECONDS: '3', USHER_POLL_INTERVAL_MS: String(POLL_MS), CHAOS_RUN_LOG: chaos.log.path };
-  const executor = await startExecutor(chaos.t.url, { ...env, USHER_LOG_LEVEL: 'debug' });
-  const workers = [
-    await startChaosWorker(chaos.t.url, { concurrency: 4, name: 'a', env: { ...env, USHER_LOG_LEVEL: 'debug' } }),
-    await startChaosWorker(chaos.t.url, { concurrency: 4, name: 'b', env: { ...env, USHER_LOG_LEVEL: 'debug' } }),
-  ];
+  const [executor, ...workers] = await Promise.all([
+    startExecutor(chaos.t.url, { ...env, USHER_LOG_LEVEL: 'debug' }),
+    startChaosWorker(chaos.t.url, { concurrency: 4, name: 'a', env: { ...env, USHER_LOG_LEVEL: 'debug' } }),
+    startChaosWorker(chaos.t.url, { concurrency: 4, name: 'b', env: { ...env, USHER_LOG_LEVEL: 'debug' } }),
+  ]);
   const expectedListeners = ['usher-worker-listen:a', 'usher-worker-listen:b', expect.stringMatching(/^usher-executor-listen:/)].sort();
   await waitFor(async () => (await listeners()).length === 3, { what: 'three LISTEN connections' });
 

@@ -18,8 +18,8 @@ it(`stops ${WORKERS} loaded workers with SIGTERM: every held execution finishes 
   await usePolicy(chaos.t.pool, 'c.work', 'chaos-shutdown', 4);
   await startExecutor(chaos.t.url);
   const env = { USHER_SHUTDOWN_GRACE_SECONDS: '1', USHER_ABORT_GRACE_SECONDS: '1', CHAOS_RUN_LOG: chaos.log.path };
-  const workers: UsherProcess[] = [];
-  for (let i = 0; i < WORKERS; i += 1) workers.push(await startChaosWorker(chaos.t.url, { concurrency: 4, name: `s${i}`, env }));
+  const workers: UsherProcess[] = await Promise.all(
+    Array.from({ length: WORKERS }, (_, i) => startChaosWorker(chaos.t.url, { concurrency: 4, name: `s${i}`, env })));
   // A mix of quick (finish within the grace) and long (must be handed back) handlers, in 4 lanes.
   const { rows } = await chaos.t.pool.query<{ id: string }>(
     `insert into usher.executions (action_ref, params)

@@ -8,7 +8,7 @@ import { startExecutor, type UsherProcess } from '../support/processes.ts';
 import { usePolicy, workerIdOf } from '../support/scenario.ts';
 import { enqueueSpread, expectNoDuplicateRuns, expectSoundQueue, scale, startChaosWorker, useChaosDatabase, waitAllEnded } from './support.ts';
 
-const COUNT = scale(1000, 5000);
+const COUNT = scale(700, 5000);
 const KILL_EVERY_MS = scale(1000, 3000);
 const LEASE_SECONDS = 2;
 const MAX_RETRIES = 6;
