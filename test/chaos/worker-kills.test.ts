@@ -6,10 +6,14 @@
 import { expect, it } from 'vitest';
 import { startExecutor, type UsherProcess } from '../support/processes.ts';
 import { usePolicy, workerIdOf } from '../support/scenario.ts';
+import { waitFor } from '../support/wait.ts';
 import { enqueueSpread, expectNoDuplicateRuns, expectSoundQueue, scale, startChaosWorker, useChaosDatabase, waitAllEnded } from './support.ts';
 
 const COUNT = scale(700, 5000);
+// A kill at least this often, and never fewer kills than KILLS in all: on a fast run the progress
+// thresholds (every COUNT / (KILLS + 1) completions) come first.
 const KILL_EVERY_MS = scale(1000, 3000);
+const KILLS = scale(4, 10);
 const LEASE_SECONDS = 2;
 const MAX_RETRIES = 6;
 
@@ -27,8 +31,12 @@ it(`runs ${COUNT} executions in 3 threshold-5 lanes to the end while a random wo
   const kills: { workerId: string; at: Date }[] = [];
   let done = false;
   const ended = waitAllEnded(chaos.t.pool, range, scale(100_000, 560_000)).finally(() => { done = true; });
+  const completed = async () => (await chaos.t.pool.query<{ n: number }>(
+    `select count(*)::int as n from usher.executions where id between $1 and $2 and status = 'completed'`, [range.first, range.last])).rows[0]!.n;
   while (!done) {
-    await Promise.race([ended, new Promise((resolve) => setTimeout(resolve, KILL_EVERY_MS))]).catch(() => undefined);
+    const due = Date.now() + KILL_EVERY_MS;
+    const threshold = (COUNT * (kills.length + 1)) / (KILLS + 1);
+    await waitFor(async () => done || Date.now() >= due || (await completed()) >= threshold, { what: 'the next kill', timeoutMs: KILL_EVERY_MS + 5000, intervalMs: 50 });
     if (done) break;
     const index = Math.floor(Math.random() * workers.length);
     const victim = workers[index]!;
@@ -71,7 +79,7 @@ it(`runs ${COUNT} executions in 3 threshold-5 lanes to the end while a random wo
   const max = Math.max(0, ...recoveryMs);
   console.info(`worker kills: ${kills.length} kills, ${attempts.length} attempts abandoned and retried, ` +
     `statuses ${JSON.stringify(counts)}, recovery after kill max ${max} ms, median ${recoveryMs.sort((a, b) => a - b)[Math.floor(recoveryMs.length / 2)] ?? 0} ms (lease ${LEASE_SECONDS} s)`);
-  expect(kills.length).toBeGreaterThanOrEqual(3);
+  expect(kills.length).toBeGreaterThanOrEqual(KILLS);
   expect(attempts.length).toBeGreaterThan(0);
   expect(max).toBeLessThanOrEqual(2 * LEASE_SECONDS * 1000);
 });
