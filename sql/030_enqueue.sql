@@ -36,6 +36,12 @@ begin
     raise exception 'usher.executions: params must be a JSON object, got a JSON %', jsonb_typeof(new.params)
       using errcode = 'check_violation', constraint = 'executions_params_is_object';
   end if;
+  -- Params travel to a worker and sit in the hot table: a producer cannot hand over megabytes.
+  if pg_column_size(new.params) > 1048576 then
+    raise exception 'usher.executions: params are % bytes, over the limit of 1 MiB', pg_column_size(new.params)
+      using errcode = 'program_limit_exceeded', constraint = 'executions_params_size',
+        hint = 'Store large inputs elsewhere and pass a reference in params.';
+  end if;
 
   -- Shared with every other enqueue (no waiting on each other); a delete of the action waits for
   -- this transaction, so it cannot miss the execution it is inserting.

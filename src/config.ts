@@ -21,6 +21,7 @@ const envSchema = z.object({
   USHER_ABORT_GRACE_SECONDS: nonNegativeInt.default(5),
   USHER_IDLE_LANE_SECONDS: positiveInt.default(300),
   USHER_EVENT_RETENTION_MINUTES: positiveInt.max(525_600).default(60),
+  USHER_RETENTION_DAYS: z.coerce.number().nonnegative().max(36500).default(7),
   USHER_API_PORT: nonNegativeInt.max(65535).default(8080),
   USHER_API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   USHER_API_TOKENS: z.string().default('').transform((value, ctx) => parseApiTokens(value, ctx)),
@@ -79,6 +80,8 @@ export interface Config {
   readonly idleLaneSeconds: number;
   /** How long the execution event log (GET /executions/stream) keeps events. */
   readonly eventRetentionSeconds: number;
+  /** Ended executions are deleted this many days after they end; 0 keeps them forever. */
+  readonly retentionDays: number;
   /** Where `usher api` listens; 0 picks a free port. */
   readonly apiPort: number;
   readonly apiHost: string;
@@ -106,6 +109,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     abortGraceSeconds: e.USHER_ABORT_GRACE_SECONDS,
     idleLaneSeconds: e.USHER_IDLE_LANE_SECONDS,
     eventRetentionSeconds: e.USHER_EVENT_RETENTION_MINUTES * 60,
+    retentionDays: e.USHER_RETENTION_DAYS,
     apiPort: e.USHER_API_PORT,
     apiHost: e.USHER_API_HOST,
     apiTokens: Object.freeze(e.USHER_API_TOKENS.map((token) => Object.freeze(token))),

@@ -53,6 +53,7 @@ const codeByConstraint: Record<string, UsherErrorCode> = {
   executions_action_ref_exists: 'unknown_action',
   executions_action_ref_enabled: 'action_disabled',
   executions_params_is_object: 'invalid_params',
+  executions_params_size: 'invalid_params',
   executions_insert_status_is_requested: 'invalid_execution',
   executions_insert_managed_columns_unset: 'invalid_execution',
   executions_timeout_seconds_positive: 'invalid_execution',

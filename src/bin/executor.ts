@@ -12,6 +12,7 @@ export async function runExecutor(options: { name?: string }): Promise<void> {
     sweepIntervalMs: config.sweepIntervalMs,
     idleLaneSeconds: config.idleLaneSeconds,
     eventRetentionSeconds: config.eventRetentionSeconds,
+    retentionDays: config.retentionDays,
   }, log);
   lifecycle.onStop(() => executor.stop());
   executor.start();

@@ -10,6 +10,7 @@ import { createPool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import * as calls from '../queue/executor-calls.ts';
 import { Wakeup } from '../wakeup.ts';
+import { deleteExpiredExecutions, RETENTION_INTERVAL_MS } from './retention.ts';
 import { fireDueSchedules } from './schedules.ts';
 
 export interface ExecutorOptions {
@@ -21,6 +22,8 @@ export interface ExecutorOptions {
   readonly idleLaneSeconds: number;
   /** How long the execution event log keeps an event (the reach of the stream's Last-Event-ID). */
   readonly eventRetentionSeconds: number;
+  /** 0 disables retention. */
+  readonly retentionDays: number;
 }
 
 export class Executor {
@@ -94,6 +97,7 @@ export class Executor {
     let failures = 0;
     let lastLaneCleanup = 0;
     let lastEventCleanup = 0;
+    let lastRetention = -Infinity;
     while (!this.stopping.signal.aborted) {
       try {
         const ended = await calls.expireRunningExecutions(this.pool, this.options.leaseSeconds);
@@ -112,6 +116,11 @@ export class Executor {
       } catch (error) {
         failures += 1;
         this.log.warn({ event: 'sweep:failed', err: error, failures }, 'sweep failed');
+      }
+      if (this.options.retentionDays > 0 && Date.now() - lastRetention >= RETENTION_INTERVAL_MS) {
+        lastRetention = Date.now();
+        await deleteExpiredExecutions(this.pool, this.options.retentionDays, this.log).catch((error: unknown) =>
+          this.log.warn({ event: 'retention:failed', err: error }, 'retention pass failed; retrying next interval'));
       }
       // Cron schedules ride on the sweep's clock; a failure here must not hold up the sweep.
       try {

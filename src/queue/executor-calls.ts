@@ -52,3 +52,10 @@ export async function msUntilNextWakeup(db: Queryable): Promise<number | null> {
   );
   return result.rows[0]?.ms ?? null;
 }
+
+/** Retention: deletes one batch of executions that ended more than `olderThanSeconds` ago. */
+export async function deleteFinishedExecutions(db: Queryable, olderThanSeconds: number, batchSize: number): Promise<number> {
+  const result = await db.query<{ n: number }>(
+    'select usher.delete_finished_executions(make_interval(secs => $1), $2) as n', [olderThanSeconds, batchSize]);
+  return result.rows[0]?.n ?? 0;
+}

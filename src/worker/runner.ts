@@ -92,10 +92,18 @@ function failure(name: string, message: string, retryable = true): Outcome {
   return { kind: 'failed', error: text, resultJson: JSON.stringify({ error: { name, message: message.slice(0, MAX_ERROR_LENGTH) } }), retryable };
 }
 
+/** Results sit in the hot table and go to everyone who reads the execution: bulky output belongs elsewhere. */
+export const MAX_RESULT_BYTES = 1024 * 1024;
+
 /** JSON text of a handler's return value; undefined becomes null. */
 export function serializeResult(value: unknown): { ok: true; json: string } | { ok: false; reason: string } {
   try {
-    return { ok: true, json: JSON.stringify(value) ?? 'null' };
+    const json = JSON.stringify(value) ?? 'null';
+    const bytes = Buffer.byteLength(json);
+    if (bytes > MAX_RESULT_BYTES) {
+      return { ok: false, reason: `the handler's return value is ${bytes} bytes of JSON, over the limit of ${MAX_RESULT_BYTES} bytes` };
+    }
+    return { ok: true, json };
   } catch (error) {
     return { ok: false, reason: `the handler's return value is not JSON-serialisable: ${describeError(error).message}` };
   }

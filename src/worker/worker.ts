@@ -38,6 +38,7 @@ export class Worker {
   private readonly heartbeatPool: pg.Pool;
   private listener: Listener | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private leaseCheckTimer: NodeJS.Timeout | undefined;
   private claimLoop: Promise<void> | undefined;
   private inFlight = new Set<Promise<void>>();
   private workerId = '';
@@ -83,6 +84,8 @@ export class Worker {
     this.listener.start();
     const heartbeatMs = Math.max(100, (this.options.leaseSeconds * 1000) / 3);
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), heartbeatMs);
+    // Checked more often than heartbeats go out, so a handler is stopped close to its local deadline.
+    this.leaseCheckTimer = setInterval(() => this.abortExpiringLeases(), heartbeatMs / 4);
     this.claimLoop = this.runClaimLoop();
     this.log.info({ event: 'worker:started', name, actions: [...this.handlers.keys()], concurrency: this.options.concurrency }, 'worker started');
   }
@@ -98,6 +101,7 @@ export class Worker {
     for (const execution of this.running.values()) execution.abort('shutdown');
     await Promise.all(this.inFlight);
     clearInterval(this.heartbeatTimer);
+    clearInterval(this.leaseCheckTimer);
     await this.listener?.stop();
     await calls.stopWorker(this.pool, this.workerId).catch((error: unknown) =>
       this.log.warn({ event: 'worker:stop_unrecorded', err: error }, 'could not record the stop'));
@@ -224,14 +228,22 @@ export class Worker {
     this.wakeup.notify();
   }
 
-  private async heartbeat(): Promise<void> {
-    // Renewals go out every third of a lease; when two in a row have gone unanswered (database
-    // unreachable, or a query hanging) the lease is about to run out and its slot to go to the next
-    // execution, so the handler must stop rather than run beside it.
-    const abortAfterMs = (this.options.leaseSeconds * 1000 * 2) / 3;
+  /**
+   * The database cannot expire a lease earlier than a lease's length after the request that last
+   * renewed it was sent. Renewals go out every third of a lease; when the last answered one is five
+   * sixths of a lease old (database unreachable, or two renewals in a row hanging) the lease is about
+   * to run out and its slot to go to the next execution, so the handler must stop rather than run
+   * beside it. One slow renewal alone (up to half a lease late) does not stop it.
+   */
+  private abortExpiringLeases(): void {
+    const abortAfterMs = (this.options.leaseSeconds * 1000 * 5) / 6;
     for (const execution of this.running.values()) {
       if (performance.now() - execution.leaseRenewalSentAt > abortAfterMs) execution.abort('lease_lost');
     }
+  }
+
+  private async heartbeat(): Promise<void> {
+    this.abortExpiringLeases();
     const asked = [...this.running.values()].filter((execution) => execution.cause !== 'lease_lost');
     const sentAt = performance.now();
     try {
@@ -244,7 +256,8 @@ export class Worker {
           execution.abort('lease_lost');
           continue;
         }
-        execution.leaseRenewalSentAt = sentAt;
+        // Answers of overlapping heartbeats can arrive out of order: keep the newest renewal.
+        execution.leaseRenewalSentAt = Math.max(execution.leaseRenewalSentAt, sentAt);
         if (status === 'canceling') execution.abort('cancel');
       }
     } catch (error) {

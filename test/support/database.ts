@@ -57,13 +57,13 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       await pool.end();
       const dropper = new pg.Client({ connectionString: adminUrl });
       await dropper.connect();
-      // Ended clients may still be saying goodbye: forcing the drop then would hand them a FATAL
-      // error with nobody listening. Give them a moment; whatever is left (a killed process's
-      // connection) is forced out.
-      for (let waited = 0; waited < 5_000; waited += 50) {
-        const { rows } = await dropper.query<{ n: number }>('select count(*)::int as n from pg_stat_activity where datname = $1', [name]);
+      // pool.end() resolves before its connections have closed: dropping WITH (FORCE) under them
+      // would terminate them mid-goodbye, an uncaught 57P01 in the test process. Give them 2 s.
+      for (let attempt = 0; attempt < 100; attempt += 1) {
+        const { rows } = await dropper.query<{ n: number }>(
+          `select count(*)::int as n from pg_stat_activity where datname = $1 and application_name not like 'usher-%'`, [name]);
         if (rows[0]!.n === 0) break;
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await new Promise((resolve) => setTimeout(resolve, 20));
       }
       await dropper.query(`drop database if exists ${name} with (force)`);
       await dropper.end();

@@ -1,0 +1,38 @@
+-- Retention: ended executions (and their earlier attempts) are deleted some time after they end,
+-- in small batches, so the hot table stays small and vacuumable.
+
+create or replace function usher.delete_finished_executions(p_older_than interval, p_batch_size integer default 1000)
+returns integer
+language plpgsql
+as $$
+declare
+  v_ids bigint[];
+begin
+  if p_older_than is null or p_older_than < interval '0' or p_batch_size is null or p_batch_size < 1 then
+    raise exception 'usher.delete_finished_executions: older_than must be >= 0 and batch_size >= 1 (got %, %)',
+      p_older_than, p_batch_size
+      using errcode = 'invalid_parameter_value';
+  end if;
+  -- Rows being retried by an operator right now are locked: skip them rather than wait. The head
+  -- that blocks a lane stays, so that it can still be retried.
+  select array_agg(old.id) into v_ids
+  from (
+    select e.id
+    from usher.executions e
+    where e.completed_at < now() - p_older_than
+      and e.id <> all (array(select l.blocked_by from usher.lanes l where l.blocked_by is not null))
+    order by e.completed_at, e.id
+    limit p_batch_size
+    for update skip locked
+  ) old;
+  if v_ids is null then
+    return 0;
+  end if;
+  delete from usher.execution_attempts a where a.execution_id = any (v_ids);
+  delete from usher.executions e where e.id = any (v_ids) and e.completed_at is not null;
+  return cardinality(v_ids);
+end
+$$;
+
+comment on function usher.delete_finished_executions(interval, integer) is
+  'Retention: deletes up to p_batch_size executions that ended more than p_older_than ago (oldest first), with their earlier attempts; returns how many. Never touches an execution that has not ended or that blocks its lane. The executor calls it in batches (USHER_RETENTION_DAYS).';

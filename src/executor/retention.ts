@@ -1,0 +1,24 @@
+/**
+ * Retention: deletes executions that ended more than USHER_RETENTION_DAYS ago, in batches of their
+ * own transactions, so a large backlog never holds locks or bloats one transaction, and a pass is
+ * bounded so the sweep it rides on keeps its rhythm.
+ */
+import type { Queryable } from '../db/pool.ts';
+import type { Logger } from '../log.ts';
+import { deleteFinishedExecutions } from '../queue/executor-calls.ts';
+
+export const RETENTION_BATCH_SIZE = 1000;
+const MAX_BATCHES_PER_PASS = 20;
+/** How often a pass runs; the first runs on the executor's first sweep. */
+export const RETENTION_INTERVAL_MS = 60_000;
+
+export async function deleteExpiredExecutions(db: Queryable, retentionDays: number, log: Logger): Promise<number> {
+  let deleted = 0;
+  for (let batch = 0; batch < MAX_BATCHES_PER_PASS; batch += 1) {
+    const count = await deleteFinishedExecutions(db, retentionDays * 86_400, RETENTION_BATCH_SIZE);
+    deleted += count;
+    if (count < RETENTION_BATCH_SIZE) break;
+  }
+  if (deleted > 0) log.info({ event: 'retention:deleted', count: deleted, retention_days: retentionDays }, 'deleted ended executions past retention');
+  return deleted;
+}

@@ -1,0 +1,93 @@
+/**
+ * A TCP proxy for faults the black-hole proxy in test/support cannot make: latency on every chunk
+ * in both directions, and refusing (and cutting) the connections of one kind, recognised by the
+ * application_name in their startup packet (e.g. only the LISTEN connections).
+ */
+import net from 'node:net';
+
+export class FaultProxy {
+  private readonly server: net.Server;
+  private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket; startup: string }>();
+  private refusePattern: RegExp | undefined;
+  delayMs = 0;
+  /** Connections accepted per application_name seen in startup packets. */
+  readonly accepted = new Map<string, number>();
+
+  constructor(private readonly targetHost: string, private readonly targetPort: number) {
+    this.server = net.createServer((client) => this.accept(client));
+  }
+
+  listen(): Promise<number> {
+    return new Promise((resolve) => {
+      this.server.listen(0, '127.0.0.1', () => resolve((this.server.address() as net.AddressInfo).port));
+    });
+  }
+
+  /** Cuts open connections whose application_name matches, and refuses new ones, until allowAll(). */
+  refuse(pattern: RegExp): number {
+    this.refusePattern = pattern;
+    let cut = 0;
+    for (const pair of this.pairs) {
+      if (pattern.test(pair.startup)) {
+        pair.client.destroy();
+        pair.upstream.destroy();
+        cut += 1;
+      }
+    }
+    return cut;
+  }
+
+  allowAll(): void {
+    this.refusePattern = undefined;
+  }
+
+  acceptedMatching(pattern: RegExp): number {
+    return [...this.accepted].filter(([name]) => pattern.test(name)).reduce((sum, [, n]) => sum + n, 0);
+  }
+
+  close(): Promise<void> {
+    for (const pair of this.pairs) {
+      pair.client.destroy();
+      pair.upstream.destroy();
+    }
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+
+  private accept(client: net.Socket): void {
+    client.on('error', () => undefined);
+    client.once('data', (first) => {
+      const startup = /application_name\0([^\0]*)\0/.exec(first.toString('latin1'))?.[1] ?? '';
+      if (this.refusePattern?.test(startup)) {
+        client.destroy();
+        return;
+      }
+      this.accepted.set(startup, (this.accepted.get(startup) ?? 0) + 1);
+      const upstream = net.connect(this.targetPort, this.targetHost);
+      upstream.on('error', () => undefined);
+      const pair = { client, upstream, startup };
+      this.pairs.add(pair);
+      const forward = (to: net.Socket) => (chunk: Buffer) => {
+        // Equal delays fire in the order they were set, so the byte stream keeps its order.
+        if (this.delayMs > 0) setTimeout(() => to.write(chunk), this.delayMs);
+        else to.write(chunk);
+      };
+      forward(upstream)(first);
+      client.on('data', forward(upstream));
+      upstream.on('data', forward(client));
+      const close = () => {
+        this.pairs.delete(pair);
+        client.destroy();
+        upstream.destroy();
+      };
+      client.on('close', close);
+      upstream.on('close', close);
+    });
+  }
+}
+
+export function proxiedUrl(url: string, port: number): string {
+  const parsed = new URL(url);
+  parsed.hostname = '127.0.0.1';
+  parsed.port = String(port);
+  return parsed.toString();
+}

@@ -1,0 +1,202 @@
+/**
+ * Shared by the chaos tests: the scale switch (USHER_CHAOS=full), workers on the chaos pack, audit
+ * triggers that record every admission and every terminal transition, the handlers' run log, and the
+ * checks every scenario ends with.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { killAll, spawnUsher, type UsherProcess } from '../support/processes.ts';
+import { waitFor } from '../support/wait.ts';
+
+/** `USHER_CHAOS=full` (npm run test:chaos) runs every scenario at full size; otherwise the CI subset runs small. */
+export const FULL = process.env.USHER_CHAOS === 'full';
+
+export function scale<T>(small: T, full: T): T {
+  return FULL ? full : small;
+}
+
+export const chaosPacks = fileURLToPath(new URL('./packs', import.meta.url));
+
+export async function startChaosWorker(
+  databaseUrl: string,
+  options: { concurrency?: number; name?: string; env?: Record<string, string> } = {},
+): Promise<UsherProcess> {
+  const args = ['worker', '--packs', chaosPacks, '--concurrency', String(options.concurrency ?? 4)];
+  if (options.name) args.push('--name', options.name);
+  const proc = spawnUsher(args, { DATABASE_URL: databaseUrl, ...options.env });
+  await proc.waitForEvent('worker:started');
+  return proc;
+}
+
+/**
+ * Audit tables fed by triggers, in the test's own database: every admission (requested → scheduled,
+ * in lane-lock order, so `seq` is the admission order within a lane) and every terminal transition.
+ */
+export async function installAudit(pool: pg.Pool): Promise<void> {
+  await pool.query(`
+    create table if not exists public.chaos_admissions (
+      seq bigserial primary key, id bigint not null, lane_key text, queue_position bigint, attempt int);
+    create table if not exists public.chaos_endings (
+      seq bigserial primary key, id bigint not null, status text not null, attempt int, worker_id bigint);
+    create or replace function public.chaos_audit() returns trigger language plpgsql as $$
+    begin
+      if old.status = 'requested' and new.status = 'scheduled' then
+        insert into public.chaos_admissions (id, lane_key, queue_position, attempt)
+        values (new.id, new.lane_key, new.queue_position, new.attempt);
+      end if;
+      if old.completed_at is null and new.completed_at is not null then
+        insert into public.chaos_endings (id, status, attempt, worker_id) values (new.id, new.status, new.attempt, new.worker_id);
+      end if;
+      return null;
+    end $$;
+    create or replace trigger chaos_audit after update of status on usher.executions
+      for each row execute function public.chaos_audit();`);
+}
+
+/** Inserts `count` executions in one statement, spread round-robin over `lanes` lanes (params.lane = 'l0'…). */
+export async function enqueueSpread(
+  pool: pg.Pool,
+  action: string,
+  count: number,
+  options: { lanes?: number; ms?: number | [number, number]; prefix?: string; extra?: Record<string, unknown> } = {},
+): Promise<{ first: string; last: string }> {
+  const [lo, hi] = Array.isArray(options.ms) ? options.ms : [options.ms ?? 0, options.ms ?? 0];
+  const { rows } = await pool.query<{ first: string; last: string }>(
+    `with inserted as (
+       insert into usher.executions (action_ref, params)
+       select $1::text, jsonb_build_object('lane', $2::text || (g % $3::int), 'n', g, 'ms', $4::int + floor(random() * ($5::int - $4::int + 1))::int) || $6::jsonb
+       from generate_series(0, $7::int - 1) g
+       order by g
+       returning id)
+     select min(id) as first, max(id) as last from inserted`,
+    [action, options.prefix ?? 'l', options.lanes ?? 1, lo, hi, JSON.stringify(options.extra ?? {}), count],
+  );
+  return rows[0]!;
+}
+
+/** Waits until every execution with id in [first, last] has ended; returns the status counts. */
+export async function waitAllEnded(pool: pg.Pool, range: { first: string; last: string }, timeoutMs: number): Promise<Record<string, number>> {
+  await waitFor(async () => (await pool.query<{ n: number }>(
+    `select count(*)::int as n from usher.executions where id between $1 and $2 and completed_at is null`, [range.first, range.last],
+  )).rows[0]!.n === 0, { what: `executions ${range.first}..${range.last} to end`, timeoutMs, intervalMs: 250 });
+  return statusCounts(pool, range);
+}
+
+export async function statusCounts(pool: pg.Pool, range: { first: string; last: string }): Promise<Record<string, number>> {
+  const { rows } = await pool.query<{ status: string; n: number }>(
+    `select status, count(*)::int as n from usher.executions where id between $1 and $2 group by status order by status`,
+    [range.first, range.last]);
+  return Object.fromEntries(rows.map((row) => [row.status, row.n]));
+}
+
+export interface RunLog {
+  readonly path: string;
+  /** The attempts each execution's handler was started under, in order. */
+  starts(): Map<string, number[]>;
+  remove(): void;
+}
+
+export interface Chaos {
+  readonly t: TestDatabase;
+  readonly log: RunLog;
+}
+
+/**
+ * Registers the hooks of a chaos test file (or describe block): a database of its own with the
+ * audit installed and `setupSql` run, and a run log; afterwards every process it spawned is killed
+ * and both are removed.
+ */
+export function useChaosDatabase(setupSql: string): Chaos {
+  let t: TestDatabase | undefined;
+  let log: RunLog | undefined;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+    log = runLog();
+    await installAudit(t.pool);
+    await t.pool.query(setupSql);
+  });
+  afterAll(async () => {
+    await killAll();
+    await t?.drop();
+    log?.remove();
+  });
+  return {
+    get t() {
+      return t!;
+    },
+    get log() {
+      return log!;
+    },
+  };
+}
+
+/** A file the c.work handler appends `id attempt pid` to on every start. */
+export function runLog(): RunLog {
+  const dir = mkdtempSync(join(tmpdir(), 'usher-chaos-'));
+  const path = join(dir, 'runs.log');
+  return {
+    path,
+    starts() {
+      const byId = new Map<string, number[]>();
+      let text = '';
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch {
+        return byId;
+      }
+      for (const line of text.split('\n').filter(Boolean)) {
+        const [id, attempt] = line.split(' ');
+        byId.set(id!, [...(byId.get(id!) ?? []), Number(attempt)]);
+      }
+      return byId;
+    },
+    remove() {
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * What every scenario must leave behind: the invariant check passes, no slot is held, each lane
+ * admitted its executions (first admissions) in queue order, and each execution ended exactly once.
+ */
+export async function expectSoundQueue(pool: pg.Pool, range: { first: string; last: string }): Promise<void> {
+  const q = async (sql: string, values: unknown[] = []) => (await pool.query(sql, values)).rows;
+  expect(await q('select * from usher.check_invariants()')).toEqual([]);
+  expect(await q('select lane_key, active_count from usher.lanes where active_count <> 0')).toEqual([]);
+  expect(await q(`select id, status from usher.executions where id between $1 and $2 and status in ('scheduled', 'running', 'canceling')`,
+    [range.first, range.last])).toEqual([]);
+  const inversions = await q(`
+    with firsts as (
+      select distinct on (id) id, lane_key, queue_position, seq from public.chaos_admissions where id between $1 and $2 order by id, seq),
+    ordered as (
+      select lane_key, id, queue_position, lag(queue_position) over (partition by lane_key order by seq) as previous from firsts)
+    select lane_key, id, queue_position, previous from ordered where previous > queue_position limit 5`, [range.first, range.last]);
+  expect(inversions, 'per-lane admission order').toEqual([]);
+  const endings = await q(`
+    select e.id, count(a.id)::int as endings
+    from usher.executions e left join public.chaos_endings a on a.id = e.id
+    where e.id between $1 and $2
+    group by e.id having count(a.id) <> 1 limit 5`, [range.first, range.last]);
+  expect(endings, 'one terminal transition per execution').toEqual([]);
+}
+
+/** Each (execution, attempt) started at most once, and no execution ran more attempts than it was charged. */
+export async function expectNoDuplicateRuns(pool: pg.Pool, log: RunLog, range: { first: string; last: string }): Promise<Map<string, number[]>> {
+  const starts = log.starts();
+  const { rows } = await pool.query<{ id: string; attempt: number }>(
+    'select id, attempt from usher.executions where id between $1 and $2', [range.first, range.last]);
+  const problems: string[] = [];
+  for (const row of rows) {
+    const attempts = starts.get(row.id) ?? [];
+    if (new Set(attempts).size !== attempts.length) problems.push(`${row.id} started attempts ${attempts.join(',')}`);
+    if (attempts.some((attempt) => attempt > row.attempt)) problems.push(`${row.id} ran attempt ${Math.max(...attempts)} > ${row.attempt}`);
+  }
+  expect(problems.slice(0, 10)).toEqual([]);
+  return starts;
+}

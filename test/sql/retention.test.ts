@@ -1,0 +1,91 @@
+/**
+ * Retention: usher.delete_finished_executions deletes ended executions past their time in
+ * batches, with their earlier attempts, and nothing else; the executor runs it (USHER_RETENTION_DAYS).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { killAll, startExecutor } from '../support/processes.ts';
+import { claimOne, completeClaimed, failClaimed, registerTestWorker } from '../support/queue-states.ts';
+import { events } from '../support/scenario.ts';
+import { waitFor } from '../support/wait.ts';
+
+let t: TestDatabase;
+let kept: Record<string, string>;
+let old: string[];
+
+async function ids(): Promise<string[]> {
+  return (await t.pool.query<{ id: string }>('select id from usher.executions order by id')).rows.map((row) => row.id);
+}
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  await t.pool.query(`
+    insert into usher.actions (ref) values ('r.free'), ('r.blocky');
+    insert into usher.policies (ref, action_ref, threshold, on_failure) values ('r-blocky', 'r.blocky', 1, 'block');`);
+  const worker = await registerTestWorker(t.pool, 'retention', ['r.free', 'r.blocky']);
+  const insert = async (action: string) =>
+    (await t.pool.query<{ id: string }>(`insert into usher.executions (action_ref) values ($1) returning id`, [action])).rows[0]!.id;
+  old = [];
+  for (let i = 0; i < 3; i += 1) {
+    old.push(await insert('r.free'));
+    await completeClaimed(t.pool, await claimOne(t.pool, worker, 'r.free'), { i });
+  }
+  await t.pool.query(
+    `insert into usher.execution_attempts (execution_id, attempt, status, error, ended_at) values ($1, 1, 'failed', 'first try', now() - interval '4 days')`,
+    [old[0]]);
+  const blocker = await insert('r.blocky');
+  await t.pool.query('call usher.admit_queued()');
+  await failClaimed(t.pool, await claimOne(t.pool, worker, 'r.blocky'));
+  await t.pool.query(`update usher.executions set completed_at = completed_at - interval '3 days' where completed_at is not null`);
+  const recent = await insert('r.free');
+  await completeClaimed(t.pool, await claimOne(t.pool, worker, 'r.free'), { recent: true });
+  kept = { blocker, recent, admitted: await insert('r.free'), waiting: await insert('r.blocky') };
+});
+
+afterAll(async () => {
+  await killAll();
+  await t.drop();
+});
+
+describe('usher.delete_finished_executions', () => {
+  it('deletes ended executions older than the interval, oldest first, a batch at a time, with their attempts', async () => {
+    expect((await t.pool.query(`select usher.delete_finished_executions(interval '2 days', 2) as n`)).rows).toEqual([{ n: 2 }]);
+    expect(await ids()).toEqual([old[2], ...Object.values(kept)].sort((a, b) => Number(a) - Number(b)));
+    expect((await t.pool.query(`select count(*)::int as n from usher.execution_attempts`)).rows).toEqual([{ n: 0 }]);
+    expect((await t.pool.query(`select usher.delete_finished_executions(interval '2 days', 2) as n`)).rows).toEqual([{ n: 1 }]);
+    expect((await t.pool.query(`select usher.delete_finished_executions(interval '2 days', 2) as n`)).rows).toEqual([{ n: 0 }]);
+  });
+
+  it('keeps what has not ended, what ended recently, and the failed head that blocks its lane', async () => {
+    expect((await t.pool.query(`select usher.delete_finished_executions(interval '0', 1000) as n`)).rows).toEqual([{ n: 1 }]);
+    const rows = (await t.pool.query(`select id, status from usher.executions order by id`)).rows;
+    expect(rows).toEqual([
+      { id: kept.blocker, status: 'failed' },
+      { id: kept.admitted, status: 'scheduled' },
+      { id: kept.waiting, status: 'requested' },
+    ]);
+    expect((await t.pool.query(`select blocked_by from usher.lanes where blocked_by is not null`)).rows).toEqual([{ blocked_by: kept.blocker }]);
+  });
+
+  it('refuses a negative interval or an empty batch', async () => {
+    for (const sql of [`select usher.delete_finished_executions(interval '-1 day', 10)`, `select usher.delete_finished_executions(interval '1 day', 0)`]) {
+      await expect(t.pool.query(sql)).rejects.toMatchObject({ code: '22023' });
+    }
+  });
+});
+
+describe('the executor', () => {
+  it('deletes executions past USHER_RETENTION_DAYS on its first sweep, and logs how many', async () => {
+    const { rows } = await t.pool.query<{ id: string }>(
+      `insert into usher.executions (action_ref) select 'r.free' from generate_series(1, 5) returning id`);
+    const worker = await registerTestWorker(t.pool, 'retention-2', ['r.free']);
+    for (let i = 0; i < 5; i += 1) await completeClaimed(t.pool, await claimOne(t.pool, worker, 'r.free'), { i });
+    await t.pool.query(`update usher.executions set completed_at = completed_at - interval '36 hours' where id = any($1) and id <> $2`,
+      [rows.map((row) => row.id), rows[4]!.id]);
+    const executor = await startExecutor(t.url, { USHER_RETENTION_DAYS: '1' });
+    const logged = await waitFor(() => events(executor, 'retention:deleted')[0], { what: 'retention:deleted' });
+    expect(logged).toMatchObject({ count: 4, retention_days: 1 });
+    expect((await t.pool.query(`select id from usher.executions where id = any($1)`, [rows.map((row) => row.id)])).rows)
+      .toEqual([{ id: rows[4]!.id }]);
+  });
+});
