@@ -1,5 +1,5 @@
 /**
- * The execution event log (migrations/0004, sql/090): status changes under gap-free positions.
+ * The execution event log (migrations/0004, sql/085): status changes under gap-free positions.
  * Readers keep the last position they saw and read on from it; sequencing moves committed changes
  * from the inbox into the log first, so a position once read is never followed by an earlier one.
  */
