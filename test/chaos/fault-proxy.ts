@@ -4,6 +4,7 @@
  * application_name in their startup packet (e.g. only the LISTEN connections).
  */
 import net from 'node:net';
+import { afterAll, beforeAll } from 'vitest';
 
 export class FaultProxy {
   private readonly server: net.Server;
@@ -90,4 +91,19 @@ export function proxiedUrl(url: string, port: number): string {
   parsed.hostname = '127.0.0.1';
   parsed.port = String(port);
   return parsed.toString();
+}
+
+/** Registers hooks: a FaultProxy in front of the server of `targetUrl()`, made before the tests and closed after. */
+export function useFaultProxy(targetUrl: () => string): { readonly proxy: FaultProxy } {
+  let proxy: FaultProxy | undefined;
+  beforeAll(() => {
+    const target = new URL(targetUrl());
+    proxy = new FaultProxy(target.hostname, Number(target.port || 5432));
+  });
+  afterAll(() => proxy?.close());
+  return {
+    get proxy() {
+      return proxy!;
+    },
+  };
 }

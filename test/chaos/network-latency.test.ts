@@ -2,25 +2,20 @@
  * Scenario 6 (USHER_CHAOS=full): a worker behind a proxy that delays every packet 50 ms each way,
  * with a 1 s lease. Leases are renewed in time, nothing runs twice, nothing is fenced.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { startExecutor } from '../support/processes.ts';
 import { events, usePolicy } from '../support/scenario.ts';
-import { FaultProxy, proxiedUrl } from './fault-proxy.ts';
+import { proxiedUrl, useFaultProxy } from './fault-proxy.ts';
 import { enqueueSpread, expectNoDuplicateRuns, expectSoundQueue, FULL, startChaosWorker, useChaosDatabase, waitAllEnded } from './support.ts';
 
 describe.runIf(FULL)('latency between worker and database', () => {
   const chaos = useChaosDatabase(`insert into usher.actions (ref) values ('c.work')`);
-  let proxy: FaultProxy;
-  beforeAll(async () => {
-    const target = new URL(chaos.t.url);
-    proxy = new FaultProxy(target.hostname, Number(target.port || 5432));
-  });
-  afterAll(() => proxy.close());
+  const faults = useFaultProxy(() => chaos.t.url);
 
   it('runs 400 executions once each through 100 ms round trips with a 1 s lease: no lease lost, no mark refused', { timeout: 300_000 }, async () => {
     await usePolicy(chaos.t.pool, 'c.work', 'chaos-latency', 4);
-    proxy.delayMs = 50;
-    const slow = proxiedUrl(chaos.t.url, await proxy.listen());
+    faults.proxy.delayMs = 50;
+    const slow = proxiedUrl(chaos.t.url, await faults.proxy.listen());
     const env = { USHER_LEASE_SECONDS: '1', CHAOS_RUN_LOG: chaos.log.path };
     await startExecutor(chaos.t.url, env);
     const workers = [
