@@ -1,0 +1,99 @@
+/**
+ * The side-by-side benchmark: `npm run bench` (full) or `npm run bench:quick` (small counts).
+ * Options: --quick, --repeats N, --only s1,s2,…, --systems usher,graphile-worker,…, --out DIR.
+ * Writes DIR/benchmarks.json, DIR/benchmarks.md (tables) and DIR/benchmarks.svg (ratios).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus, totalmem } from 'node:os';
+import { parseArgs } from 'node:util';
+import { allConfigs } from './adapters/index.ts';
+import { dropDatabase, serverInfo } from './db.ts';
+import { markdown, svgChart, type RunMeta } from './report.ts';
+import { bulkThroughput } from './scenarios/s1-throughput.ts';
+import { strictFifo } from './scenarios/s2-fifo.ts';
+import { thresholdN } from './scenarios/s3-threshold.ts';
+import { latency } from './scenarios/s5-latency.ts';
+import type { RunContext, ScenarioResult } from './stats.ts';
+
+const scenarios: Record<string, (ctx: RunContext) => Promise<ScenarioResult>> = {
+  s1: bulkThroughput,
+  s2: strictFifo,
+  s3: thresholdN,
+  s5: latency,
+};
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    repeats: { type: 'string' },
+    only: { type: 'string' },
+    systems: { type: 'string' },
+    out: { type: 'string', default: 'bench/results' },
+  },
+});
+
+const quick = args.quick!;
+const repeats = Number(args.repeats ?? (quick ? 1 : 3));
+const systems = args.systems?.split(',');
+const configs = allConfigs.filter((config) => !systems || systems.includes(config.system));
+const selected = args.only?.split(',') ?? Object.keys(scenarios);
+const ctx: RunContext = { quick, repeats, configs, log: (line) => console.error(line) };
+
+async function packageVersion(name: string): Promise<string> {
+  const url = new URL(`../node_modules/${name}/package.json`, import.meta.url);
+  return (JSON.parse(await readFile(url, 'utf8')) as { version: string }).version;
+}
+
+const START = '<!-- results:start (written by bench/run.ts) -->';
+const END = '<!-- results:end -->';
+
+/** A document with the results between its markers replaced, or just the results when it has none. */
+async function withTable(path: string, table: string): Promise<string> {
+  const current = await readFile(path, 'utf8').catch(() => '');
+  const from = current.indexOf(START);
+  const to = current.indexOf(END);
+  if (from < 0 || to < from) return table;
+  return `${current.slice(0, from + START.length)}\n${table}${current.slice(to)}`;
+}
+
+function gitHead(): string {
+  try {
+    return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'unknown commit';
+  }
+}
+
+const started = performance.now();
+const results: ScenarioResult[] = [];
+for (const id of selected) {
+  const scenario = scenarios[id];
+  if (!scenario) throw new Error(`unknown scenario ${id}; known: ${Object.keys(scenarios).join(', ')}`);
+  console.error(`== ${id}`);
+  results.push(await scenario(ctx));
+}
+for (const database of ['bench_usher', 'bench_graphile', 'bench_pgboss', 'bench_bullmq']) await dropDatabase(database);
+
+const meta: RunMeta = {
+  date: new Date().toISOString(),
+  quick,
+  repeats,
+  node: process.versions.node,
+  machine: { cpus: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memory_gb: Math.round(totalmem() / 2 ** 30), platform: process.platform },
+  postgres: await serverInfo(),
+  versions: {
+    usher: `${(JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version} (${gitHead()})`,
+    'graphile-worker': await packageVersion('graphile-worker'),
+    'pg-boss': await packageVersion('pg-boss'),
+    bullmq: await packageVersion('bullmq'),
+    pg: await packageVersion('pg'),
+  },
+  seconds: (performance.now() - started) / 1000,
+};
+await mkdir(args.out!, { recursive: true });
+const table = markdown(meta, results);
+await writeFile(`${args.out}/benchmarks.json`, JSON.stringify({ meta, scenarios: results }, null, 2) + '\n');
+await writeFile(`${args.out}/benchmarks.md`, await withTable(`${args.out}/benchmarks.md`, table));
+await writeFile(`${args.out}/benchmarks.svg`, svgChart(results));
+console.log(table);
