@@ -33,6 +33,8 @@ export interface DrainOptions {
   readonly capMs: number;
   /** 0: workers in this process; N: N child processes. */
   readonly processes: number;
+  /** Stop once `total` handlers ran, without waiting for the queue to be empty (more jobs wait behind). */
+  readonly leaveRest?: boolean;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -74,7 +76,7 @@ async function drainInProcess(adapter: Adapter, options: DrainOptions): Promise<
   const deadline = started + options.capMs;
   const workers = await adapter.startWorkers({ concurrency: options.concurrency, mode: options.mode, handler: rec.handler });
   while (rec.spans.length < options.total && performance.now() < deadline) await sleep(2);
-  const drained = rec.spans.length >= options.total && (await waitDrained(adapter, deadline));
+  const drained = rec.spans.length >= options.total && (options.leaveRest || (await waitDrained(adapter, deadline)));
   const elapsedMs = performance.now() - started;
   await workers.stop();
   await services.stop();
@@ -124,7 +126,7 @@ async function drainInChildren(adapter: Adapter, options: DrainOptions): Promise
     for (const child of children) child.send({ type: 'start' });
     const total = () => [...done.values()].reduce((sum, n) => sum + n, 0);
     while (total() < options.total && performance.now() < deadline && !failure) await sleep(5);
-    const drained = total() >= options.total && (await waitDrained(adapter, deadline));
+    const drained = total() >= options.total && (options.leaveRest || (await waitDrained(adapter, deadline)));
     const elapsedMs = performance.now() - started;
     for (const child of children) child.send({ type: 'stop' });
     await Promise.race([Promise.all(exited), sleep(20_000)]);

@@ -13,14 +13,22 @@ import { markdown, svgChart, type RunMeta } from './report.ts';
 import { bulkThroughput } from './scenarios/s1-throughput.ts';
 import { strictFifo } from './scenarios/s2-fifo.ts';
 import { thresholdN } from './scenarios/s3-threshold.ts';
+import { manyLanes } from './scenarios/s4-lanes.ts';
 import { latency } from './scenarios/s5-latency.ts';
+import { enqueueRate } from './scenarios/s6-enqueue.ts';
+import { floor } from './scenarios/s7-floor.ts';
+import { tableScale } from './scenarios/s8-scale.ts';
 import type { RunContext, ScenarioResult } from './stats.ts';
 
 const scenarios: Record<string, (ctx: RunContext) => Promise<ScenarioResult>> = {
   s1: bulkThroughput,
   s2: strictFifo,
   s3: thresholdN,
+  s4: manyLanes,
   s5: latency,
+  s6: enqueueRate,
+  s7: floor,
+  s8: tableScale,
 };
 
 const { values: args } = parseArgs({
@@ -73,7 +81,7 @@ for (const id of selected) {
   console.error(`== ${id}`);
   results.push(await scenario(ctx));
 }
-for (const database of ['bench_usher', 'bench_graphile', 'bench_pgboss', 'bench_bullmq']) await dropDatabase(database);
+for (const database of ['bench_usher', 'bench_graphile', 'bench_pgboss', 'bench_bullmq', 'bench_floor']) await dropDatabase(database);
 
 const meta: RunMeta = {
   date: new Date().toISOString(),
