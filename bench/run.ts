@@ -1,6 +1,7 @@
 /**
  * The side-by-side benchmark: `npm run bench` (full) or `npm run bench:quick` (small counts).
- * Options: --quick, --repeats N, --only s1,s2,…, --systems usher,graphile-worker,…, --out DIR.
+ * Options: --quick, --repeats N, --only s1,s2,…, --systems usher,graphile-worker,…, --out DIR,
+ * --merge (keep the other scenarios of DIR/benchmarks.json, replace the ones run now).
  * Writes DIR/benchmarks.json, DIR/benchmarks.md (tables) and DIR/benchmarks.svg (ratios).
  */
 import { execFileSync } from 'node:child_process';
@@ -38,6 +39,7 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     systems: { type: 'string' },
     out: { type: 'string', default: 'bench/results' },
+    merge: { type: 'boolean', default: false },
   },
 });
 
@@ -100,6 +102,12 @@ const meta: RunMeta = {
   seconds: (performance.now() - started) / 1000,
 };
 await mkdir(args.out!, { recursive: true });
+if (args.merge) {
+  const previous = await readFile(`${args.out}/benchmarks.json`, 'utf8').then((text) => JSON.parse(text) as { scenarios: ScenarioResult[] }, () => ({ scenarios: [] }));
+  const kept = previous.scenarios.filter((scenario) => !results.some((result) => result.id === scenario.id));
+  results.push(...kept);
+  results.sort((a, b) => a.id.localeCompare(b.id));
+}
 const table = markdown(meta, results);
 await writeFile(`${args.out}/benchmarks.json`, JSON.stringify({ meta, scenarios: results }, null, 2) + '\n');
 await writeFile(`${args.out}/benchmarks.md`, await withTable(`${args.out}/benchmarks.md`, table));

@@ -4,7 +4,7 @@ import { measure, type RunContext, type ScenarioResult } from '../stats.ts';
 
 export async function bulkThroughput(ctx: RunContext): Promise<ScenarioResult> {
   const total = ctx.quick ? 2_000 : 20_000;
-  const capMs = ctx.quick ? 10_000 : 20_000;
+  const capMs = ctx.quick ? 10_000 : 12_000;
   const shapes = ctx.quick ? [[1, 10], [4, 50]] : [[1, 10], [1, 50], [4, 10], [4, 50]];
   const mode = { kind: 'free' } as const;
   const rows = [];

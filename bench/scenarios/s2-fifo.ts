@@ -4,7 +4,7 @@ import { measure, percentile, type RunContext, type ScenarioResult } from '../st
 
 export async function strictFifo(ctx: RunContext): Promise<ScenarioResult> {
   const total = ctx.quick ? 300 : 2_000;
-  const capMs = ctx.quick ? 8_000 : 15_000;
+  const capMs = ctx.quick ? 8_000 : 10_000;
   const mode = { kind: 'serial' } as const;
   const rows = await measure(ctx, 'serial', ctx.configs, async (adapter) => {
     await adapter.setup(mode);

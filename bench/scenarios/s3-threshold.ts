@@ -7,7 +7,7 @@ const HANDLER_MS = 5;
 
 export async function thresholdN(ctx: RunContext): Promise<ScenarioResult> {
   const total = ctx.quick ? 1_000 : 10_000;
-  const capMs = ctx.quick ? 10_000 : 30_000;
+  const capMs = ctx.quick ? 10_000 : 20_000;
   const once = (mode: Mode, concurrency: number) => async (adapter: Adapter) => {
     await adapter.setup(mode);
     await adapter.enqueueBulk(Array.from({ length: total }, (_, seq) => ({ seq })), mode);

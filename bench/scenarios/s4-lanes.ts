@@ -6,7 +6,7 @@ export async function manyLanes(ctx: RunContext): Promise<ScenarioResult> {
   const lanes = ctx.quick ? 100 : 1_000;
   const perLane = ctx.quick ? 5 : 20;
   const total = lanes * perLane;
-  const capMs = ctx.quick ? 10_000 : 30_000;
+  const capMs = ctx.quick ? 10_000 : 20_000;
   const mode = { kind: 'lanes' } as const;
   const rows = await measure(ctx, `${lanes} lanes`, ctx.configs, async (adapter) => {
     await adapter.setup(mode);
