@@ -75,6 +75,17 @@ function gitHead(): string {
   }
 }
 
+// Dropping a database `with (force)` ends connections a stopped peer left open; such a client may
+// emit its error with no listener. That is the harness's doing, not a result: note it and go on.
+process.on('uncaughtException', (error: Error & { code?: string }) => {
+  if (error.code === '57P01') {
+    console.error(`  (a connection of a stopped system was ended by the harness: ${error.message})`);
+    return;
+  }
+  console.error(error);
+  process.exit(1);
+});
+
 const started = performance.now();
 const results: ScenarioResult[] = [];
 for (const id of selected) {
@@ -82,10 +93,12 @@ for (const id of selected) {
   if (!scenario) throw new Error(`unknown scenario ${id}; known: ${Object.keys(scenarios).join(', ')}`);
   console.error(`== ${id}`);
   results.push(await scenario(ctx));
+  await writeOutputs(await runMeta(), false);
 }
 for (const database of ['bench_usher', 'bench_graphile', 'bench_pgboss', 'bench_bullmq', 'bench_floor']) await dropDatabase(database);
 
-const meta: RunMeta = {
+async function runMeta(): Promise<RunMeta> {
+  return {
   date: new Date().toISOString(),
   quick,
   repeats,
@@ -100,16 +113,24 @@ const meta: RunMeta = {
     pg: await packageVersion('pg'),
   },
   seconds: (performance.now() - started) / 1000,
-};
-await mkdir(args.out!, { recursive: true });
-if (args.merge) {
-  const previous = await readFile(`${args.out}/benchmarks.json`, 'utf8').then((text) => JSON.parse(text) as { scenarios: ScenarioResult[] }, () => ({ scenarios: [] }));
-  const kept = previous.scenarios.filter((scenario) => !results.some((result) => result.id === scenario.id));
-  results.push(...kept);
-  results.sort((a, b) => a.id.localeCompare(b.id));
+  };
 }
-const table = markdown(meta, results);
-await writeFile(`${args.out}/benchmarks.json`, JSON.stringify({ meta, scenarios: results }, null, 2) + '\n');
-await writeFile(`${args.out}/benchmarks.md`, await withTable(`${args.out}/benchmarks.md`, table));
-await writeFile(`${args.out}/benchmarks.svg`, svgChart(results));
-console.log(table);
+
+/** Written after every scenario, so a crash later loses nothing measured. */
+async function writeOutputs(meta: RunMeta, print: boolean): Promise<void> {
+  await mkdir(args.out!, { recursive: true });
+  let all = [...results];
+  if (args.merge) {
+    const previous = await readFile(`${args.out}/benchmarks.json`, 'utf8')
+      .then((text) => JSON.parse(text) as { scenarios: ScenarioResult[]; meta?: RunMeta & { runs?: RunMeta[] } }, () => ({ scenarios: [] as ScenarioResult[] }));
+    all = [...previous.scenarios.filter((scenario) => !results.some((result) => result.id === scenario.id)), ...results];
+    all.sort((a, b) => a.id.localeCompare(b.id));
+  }
+  const table = markdown(meta, all);
+  await writeFile(`${args.out}/benchmarks.json`, JSON.stringify({ meta, scenarios: all }, null, 2) + '\n');
+  await writeFile(`${args.out}/benchmarks.md`, await withTable(`${args.out}/benchmarks.md`, table));
+  await writeFile(`${args.out}/benchmarks.svg`, svgChart(all));
+  if (print) console.log(table);
+}
+
+await writeOutputs(await runMeta(), true);

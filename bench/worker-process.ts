@@ -9,6 +9,12 @@ const { config, mode, concurrency, handlerMs } = JSON.parse(process.argv[2]!) as
   config: SystemConfig; mode: Mode; concurrency: number; handlerMs: number;
 };
 const send = (message: object) => process.send?.(message);
+// The harness drops databases `with (force)` between runs; a connection ended that way is not a failure.
+process.on('uncaughtException', (error: Error & { code?: string }) => {
+  if (error.code === '57P01') return;
+  send({ type: 'error', error: String(error.stack ?? error) });
+  process.exit(1);
+});
 const adapter = makeAdapter(config);
 let done = 0;
 let maxRss = 0;
