@@ -86,6 +86,12 @@ process.on('uncaughtException', (error: Error & { code?: string }) => {
   process.exit(1);
 });
 
+// A peer's fire-and-forget call that fails (pg-boss v10 does not await its completions; under the
+// singleton policy they can deadlock) is that system's trouble, seen in its figures: log it, go on.
+process.on('unhandledRejection', (reason) => {
+  console.error(`  (unhandled rejection in a system under test: ${String((reason as Error)?.message ?? reason).split('\n')[0]})`);
+});
+
 const started = performance.now();
 const results: ScenarioResult[] = [];
 for (const id of selected) {
