@@ -15,6 +15,8 @@ process.on('uncaughtException', (error: Error & { code?: string }) => {
   send({ type: 'error', error: String(error.stack ?? error) });
   process.exit(1);
 });
+// A peer's fire-and-forget call that fails is that system's trouble, seen in its counts.
+process.on('unhandledRejection', () => undefined);
 const adapter = makeAdapter(config);
 let done = 0;
 let maxRss = 0;
