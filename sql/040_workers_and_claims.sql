@@ -106,14 +106,23 @@ returns table (
 )
 language sql
 as $$
+  -- One index range per action (executions_scheduled_by_action, already in id order), then the
+  -- oldest across them: = any() over the index would read and sort every scheduled row instead.
+  -- Rows locked here beyond the limit are released at commit, a moment later.
   with picked as (
-    select e.id
-    from usher.executions e
-    where e.status = 'scheduled'
-      and e.action_ref = any(p_action_refs)
-    order by e.id
+    select p.id
+    from (select distinct unnest(p_action_refs) as ref) a
+    cross join lateral (
+      select e.id
+      from usher.executions e
+      where e.status = 'scheduled'
+        and e.action_ref = a.ref
+      order by e.id
+      limit p_limit
+      for update skip locked
+    ) p
+    order by p.id
     limit p_limit
-    for update skip locked
   )
   update usher.executions e
   set status = 'running',

@@ -265,3 +265,46 @@ $$;
 
 comment on function usher.postpone_execution(bigint, uuid, timestamptz, text) is
   'A handler hit an upstream limit: its execution goes back to the head of its lane with no attempt charged, and the whole lane pauses until p_until.';
+
+create or replace function usher.complete_and_claim(
+  p_id bigint,
+  p_lease_token uuid,
+  p_result jsonb,
+  p_worker_id bigint,
+  p_action_refs text[],
+  p_limit integer,
+  p_lease_seconds integer
+)
+returns table (
+  mark_status text,
+  id bigint,
+  action_ref text,
+  params jsonb,
+  attempt integer,
+  lease_token uuid,
+  timeout_seconds integer,
+  lease_expires_at timestamptz
+)
+language plpgsql
+as $$
+#variable_conflict use_column
+declare
+  v_status text;
+begin
+  -- One transaction, one commit: the completion (which releases the slot and admits the next of
+  -- the lane) and the claim that takes the freed worker slot, e.g. that very next execution.
+  v_status := usher.complete_execution(p_id, p_lease_token, p_result);
+  if p_limit > 0 then
+    return query
+    select v_status, c.id, c.action_ref, c.params, c.attempt, c.lease_token, c.timeout_seconds, c.lease_expires_at
+    from usher.claim_scheduled(p_worker_id, p_action_refs, p_limit, p_lease_seconds) c;
+    if found then
+      return;
+    end if;
+  end if;
+  return query select v_status, null::bigint, null::text, null::jsonb, null::integer, null::uuid, null::integer, null::timestamptz;
+end
+$$;
+
+comment on function usher.complete_and_claim(bigint, uuid, jsonb, bigint, text[], integer, integer) is
+  'complete_execution, then claim_scheduled for the worker slot it frees, in one transaction (one round trip, one commit per execution in a busy lane). Every row carries the mark''s status (null: fenced); a row with a null id means nothing was claimed.';

@@ -47,8 +47,11 @@ export async function cancelOverdueWaiting(db: Queryable): Promise<number> {
 
 /** Milliseconds until usher.next_wakeup_at(), by the database clock; null when nothing is due. */
 export async function msUntilNextWakeup(db: Queryable): Promise<number | null> {
+  // greatest() skips nulls, so "nothing due" must stay null explicitly: a 0 here made the executor
+  // run an admission pass back to back whenever nothing was due.
   const result = await db.query<{ ms: number | null }>(
-    `select greatest(0, ceil(extract(epoch from usher.next_wakeup_at() - clock_timestamp()) * 1000))::float8 as ms`,
+    `select case when w.at is not null then greatest(0, ceil(extract(epoch from w.at - clock_timestamp()) * 1000))::float8 end as ms
+     from (select usher.next_wakeup_at() as at) w`,
   );
   return result.rows[0]?.ms ?? null;
 }

@@ -92,3 +92,26 @@ export function timeOutExecution(db: Queryable, claim: ClaimedExecution, error: 
 export function handBackExecution(db: Queryable, claim: ClaimedExecution): Promise<MarkResult> {
   return mark(db, 'select usher.hand_back_execution($1, $2) as status', [claim.id, claim.lease_token]);
 }
+
+/**
+ * Completes an execution and, in the same transaction, claims up to `limit` admitted executions
+ * for the worker slot it frees (often the next of the same lane, admitted by that completion).
+ */
+export async function completeAndClaim(
+  db: Queryable,
+  claim: ClaimedExecution,
+  resultJson: string,
+  next: { workerId: string; actionRefs: readonly string[]; limit: number; leaseSeconds: number },
+): Promise<{ status: MarkResult; claims: ClaimedExecution[] }> {
+  const result = await db.query<ClaimedExecution & { mark_status: MarkResult }>(
+    `select mark_status, id, action_ref, params, attempt, lease_token, timeout_seconds
+     from usher.complete_and_claim($1, $2, $3::jsonb, $4, $5::text[], $6, $7)`,
+    [claim.id, claim.lease_token, resultJson, next.workerId, next.actionRefs, next.limit, next.leaseSeconds],
+  );
+  const status = result.rows[0]?.mark_status ?? null;
+  const claims = result.rows
+    .filter((row) => row.id !== null)
+    .map(({ mark_status: _, ...row }) => row)
+    .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+  return { status, claims };
+}

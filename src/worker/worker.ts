@@ -41,6 +41,8 @@ export class Worker {
   private leaseCheckTimer: NodeJS.Timeout | undefined;
   private claimLoop: Promise<void> | undefined;
   private inFlight = new Set<Promise<void>>();
+  /** The claim loop woke while every slot was taken: whoever frees a slot must wake it again. */
+  private wokenWhileFull = false;
   private workerId = '';
   private log: Logger;
   /** Set when a finished execution could not be marked: the worker stops taking work. */
@@ -126,6 +128,7 @@ export class Worker {
       await this.wakeup.wait(this.options.pollIntervalMs);
       if (this.stopping.signal.aborted || this.fatal) break;
       const free = this.options.concurrency - this.running.size;
+      if (free <= 0) this.wokenWhileFull = true;
       if (free <= 0 || actionRefs.length === 0) continue;
       let claims: ClaimedExecution[];
       const claimSentAt = performance.now();
@@ -151,24 +154,46 @@ export class Worker {
     const log = this.log.child({ execution_id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt });
     log.debug({ event: 'execution:started' }, 'running');
     const handler = this.handlers.get(claim.action_ref)!.handler;
+    let claimedInMark = false;
     const task = runHandler(handler, running, log, this.options.abortGraceSeconds * 1000)
-      .then((outcome) => this.report(running, outcome, log))
+      .then(async (outcome) => {
+        claimedInMark = await this.report(running, outcome, log);
+      })
       .catch((error: unknown) => this.die(error, claim, log))
       .finally(() => {
         this.running.delete(claim.id);
         this.inFlight.delete(task);
-        this.wakeup.notify();
+        // A completion that also claimed has already looked for work for this slot; the loop
+        // needs waking only if it was told of work while full, or for anything else.
+        if (!claimedInMark || this.wokenWhileFull || this.stopping.signal.aborted || this.fatal) {
+          this.wokenWhileFull = false;
+          this.wakeup.notify();
+        }
       });
     this.inFlight.add(task);
   }
 
-  private async report(running: RunningExecution, outcome: Outcome, log: Logger): Promise<void> {
+  /** Marks the outcome; true when the mark also claimed for the slot it frees (completions only). */
+  private async report(running: RunningExecution, outcome: Outcome, log: Logger): Promise<boolean> {
     const { claim } = running;
     if (outcome.kind === 'aborted' && outcome.cause === 'lease_lost') {
       log.warn({ event: 'execution:lease_lost' }, 'lease lost; the outcome is not reported');
-      return;
+      return false;
     }
-    let status = await this.markWithRetry(() => this.mark(claim, outcome), log);
+    let claimed = false;
+    let status = await this.markWithRetry(async () => {
+      if (outcome.kind !== 'completed' || this.stopping.signal.aborted || this.fatal) return this.mark(claim, outcome);
+      const sentAt = performance.now();
+      const answer = await calls.completeAndClaim(this.pool, claim, outcome.resultJson, {
+        workerId: this.workerId,
+        actionRefs: [...this.handlers.keys()],
+        limit: 1,
+        leaseSeconds: this.options.leaseSeconds,
+      });
+      claimed = true;
+      for (const next of answer.claims) this.execute(next, sentAt);
+      return answer.status;
+    }, log);
     if (status === 'unstorable') {
       const failed = failureFromReason('the result could not be stored in Postgres (jsonb rejected it)');
       status = await this.markWithRetry(() => this.mark(claim, failed), log);
@@ -182,6 +207,7 @@ export class Worker {
     } else {
       log.info({ event: `execution:${status}` }, `execution ${status}`);
     }
+    return claimed;
   }
 
   private mark(claim: ClaimedExecution, outcome: Outcome): Promise<MarkResult> {

@@ -1,0 +1,93 @@
+/** Usher through its public TypeScript API: plain INSERTs, embedded Worker and Executor. */
+import pg from 'pg';
+import { createLogger } from '../../src/log.ts';
+import { Executor, migrate, Worker } from '../../src/index.ts';
+import type { LoadedAction } from '../../src/worker/packs.ts';
+import { recreateDatabase, databaseUrl } from '../db.ts';
+import type { Adapter, Job, Mode, RunningWorkers, SystemConfig, WorkerSettings } from './types.ts';
+
+const DATABASE = 'bench_usher';
+const ACTION = 'bench.noop';
+const log = createLogger('silent');
+
+export class UsherAdapter implements Adapter {
+  private pool: pg.Pool | undefined;
+  private readonly url = databaseUrl(DATABASE);
+
+  constructor(readonly config: SystemConfig) {}
+
+  async setup(mode: Mode): Promise<void> {
+    await recreateDatabase(DATABASE);
+    this.pool = new pg.Pool({ connectionString: this.url, max: 12, application_name: 'bench-producer' });
+    await migrate(this.pool, log);
+    await this.pool.query(`insert into usher.actions (ref) values ($1)`, [ACTION]);
+    const threshold = mode.kind === 'serial' || mode.kind === 'lanes' ? 1 : mode.kind === 'limit' ? mode.threshold : null;
+    if (threshold !== null) {
+      await this.pool.query(
+        `insert into usher.policies (ref, action_ref, threshold, parameters, max_queue_length) values ('bench', $1, $2, $3, 100000000)`,
+        [ACTION, threshold, mode.kind === 'lanes' ? ['lane'] : []],
+      );
+    }
+  }
+
+  async connect(): Promise<void> {
+    this.pool = new pg.Pool({ connectionString: this.url, max: 12, application_name: 'bench-producer' });
+  }
+
+  /** The enqueue a user writes in psql. */
+  async enqueueOne(job: Job): Promise<void> {
+    await this.pool!.query(`insert into usher.executions (action_ref, params) values ($1, $2)`, [ACTION, job]);
+  }
+
+  async enqueueBulk(jobs: readonly Job[]): Promise<void> {
+    await this.pool!.query(
+      `insert into usher.executions (action_ref, params) select $1, p from unnest($2::jsonb[]) with ordinality as t (p, n) order by n`,
+      [ACTION, jobs.map((job) => JSON.stringify(job))],
+    );
+  }
+
+  async startWorkers(settings: WorkerSettings): Promise<RunningWorkers> {
+    const action: LoadedAction = {
+      ref: ACTION,
+      file: 'bench',
+      handler: async (params) => {
+        await settings.handler(params as unknown as Job);
+        return null;
+      },
+    };
+    const worker = new Worker({
+      databaseUrl: this.url,
+      actions: [action],
+      concurrency: settings.concurrency,
+      leaseSeconds: 60,
+      pollIntervalMs: 1000,
+      shutdownGraceSeconds: 5,
+      abortGraceSeconds: 1,
+    }, log);
+    await worker.start();
+    return { stop: () => worker.stop() };
+  }
+
+  async startServices(): Promise<RunningWorkers> {
+    const executor = new Executor({
+      databaseUrl: this.url,
+      name: 'bench',
+      leaseSeconds: 60,
+      pollIntervalMs: 1000,
+      sweepIntervalMs: 1000,
+      idleLaneSeconds: 300,
+    }, log);
+    executor.start();
+    return { stop: () => executor.stop() };
+  }
+
+  async remaining(): Promise<number> {
+    const { rows } = await this.pool!.query<{ n: string }>(`select count(*) as n from usher.executions where completed_at is null`);
+    return Number(rows[0]!.n);
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.end();
+    this.pool = undefined;
+  }
+}
