@@ -20,10 +20,10 @@ export interface ExecutorOptions {
   readonly pollIntervalMs: number;
   readonly sweepIntervalMs: number;
   readonly idleLaneSeconds: number;
-  /** How long the execution event log keeps an event (the reach of the stream's Last-Event-ID). */
-  readonly eventRetentionSeconds: number;
-  /** 0 disables retention. */
-  readonly retentionDays: number;
+  /** How long the execution event log keeps an event, the reach of the stream's Last-Event-ID (default 3600). */
+  readonly eventRetentionSeconds?: number;
+  /** Ended executions are deleted this many days after they end (default 7); 0 keeps them. */
+  readonly retentionDays?: number;
 }
 
 export class Executor {
@@ -97,6 +97,9 @@ export class Executor {
     let failures = 0;
     let lastLaneCleanup = 0;
     let lastEventCleanup = 0;
+    // The defaults of USHER_EVENT_RETENTION_MINUTES and USHER_RETENTION_DAYS, for embedders.
+    const eventRetentionSeconds = this.options.eventRetentionSeconds ?? 3600;
+    const retentionDays = this.options.retentionDays ?? 7;
     let lastRetention = -Infinity;
     while (!this.stopping.signal.aborted) {
       try {
@@ -108,18 +111,18 @@ export class Executor {
           lastLaneCleanup = Date.now();
           await calls.deleteIdleLanes(this.pool, this.options.idleLaneSeconds);
         }
-        if (Date.now() - lastEventCleanup > Math.min(60, this.options.eventRetentionSeconds) * 1000) {
+        if (Date.now() - lastEventCleanup > Math.min(60, eventRetentionSeconds) * 1000) {
           lastEventCleanup = Date.now();
-          await calls.deleteOldExecutionEvents(this.pool, this.options.eventRetentionSeconds);
+          await calls.deleteOldExecutionEvents(this.pool, eventRetentionSeconds);
         }
         failures = 0;
       } catch (error) {
         failures += 1;
         this.log.warn({ event: 'sweep:failed', err: error, failures }, 'sweep failed');
       }
-      if (this.options.retentionDays > 0 && Date.now() - lastRetention >= RETENTION_INTERVAL_MS) {
+      if (retentionDays > 0 && Date.now() - lastRetention >= RETENTION_INTERVAL_MS) {
         lastRetention = Date.now();
-        await deleteExpiredExecutions(this.pool, this.options.retentionDays, this.log).catch((error: unknown) =>
+        await deleteExpiredExecutions(this.pool, retentionDays, this.log).catch((error: unknown) =>
           this.log.warn({ event: 'retention:failed', err: error }, 'retention pass failed; retrying next interval'));
       }
       // Cron schedules ride on the sweep's clock; a failure here must not hold up the sweep.
