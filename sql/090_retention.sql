@@ -36,3 +36,22 @@ $$;
 
 comment on function usher.delete_finished_executions(interval, integer) is
   'Retention: deletes up to p_batch_size executions that ended more than p_older_than ago (oldest first), with their earlier attempts; returns how many. Never touches an execution that has not ended or that blocks its lane. The executor calls it in batches (USHER_RETENTION_DAYS).';
+
+create or replace function usher.delete_departed_workers(p_older_than interval)
+returns integer
+language sql
+as $$
+  -- A worker row is written at every process start: without this the table grows forever.
+  -- Executions keep the id in worker_id as history; only rows of workers that stopped or were
+  -- lost that long ago go.
+  with gone as (
+    delete from usher.workers w
+    where w.status in ('stopped', 'lost')
+      and w.stopped_at < now() - p_older_than
+    returning 1
+  )
+  select count(*)::integer from gone
+$$;
+
+comment on function usher.delete_departed_workers(interval) is
+  'Retention: deletes rows of workers that stopped or were lost more than p_older_than ago; returns how many. The executor runs it with each retention pass.';

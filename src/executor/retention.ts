@@ -5,7 +5,7 @@
  */
 import type { Queryable } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
-import { deleteFinishedExecutions } from '../queue/executor-calls.ts';
+import { deleteDepartedWorkers, deleteFinishedExecutions } from '../queue/executor-calls.ts';
 
 export const RETENTION_BATCH_SIZE = 1000;
 const MAX_BATCHES_PER_PASS = 20;
@@ -20,5 +20,7 @@ export async function deleteExpiredExecutions(db: Queryable, retentionDays: numb
     if (count < RETENTION_BATCH_SIZE) break;
   }
   if (deleted > 0) log.info({ event: 'retention:deleted', count: deleted, retention_days: retentionDays }, 'deleted ended executions past retention');
+  const workers = await deleteDepartedWorkers(db, retentionDays * 86_400);
+  if (workers > 0) log.info({ event: 'retention:workers_deleted', count: workers, retention_days: retentionDays }, 'deleted rows of workers gone longer than the retention');
   return deleted;
 }

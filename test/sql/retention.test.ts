@@ -74,6 +74,24 @@ describe('usher.delete_finished_executions', () => {
   });
 });
 
+describe('usher.delete_departed_workers', () => {
+  it('deletes rows of workers stopped or lost longer ago than the interval, and keeps active and recent ones', async () => {
+    const register = (name: string) => registerTestWorker(t.pool, name, ['r.free']);
+    const [active, stoppedLongAgo, lostLongAgo, stoppedRecently] = [
+      await register('w-active'), await register('w-stopped-old'), await register('w-lost-old'), await register('w-stopped-new')];
+    await t.pool.query(`update usher.workers set status = 'stopped', stopped_at = now() - interval '3 days' where id = $1`, [stoppedLongAgo]);
+    await t.pool.query(`update usher.workers set status = 'lost', stopped_at = now() - interval '3 days' where id = $1`, [lostLongAgo]);
+    await t.pool.query(`update usher.workers set status = 'stopped', stopped_at = now() - interval '1 hour' where id = $1`, [stoppedRecently]);
+    // The worker that ran the executions above is active too: it stays.
+    const before = (await t.pool.query<{ n: number }>('select count(*)::int as n from usher.workers')).rows[0]!.n;
+    expect((await t.pool.query(`select usher.delete_departed_workers(interval '2 days') as n`)).rows).toEqual([{ n: 2 }]);
+    const left = (await t.pool.query<{ id: string }>('select id from usher.workers where id = any($1::bigint[]) order by id',
+      [[active, stoppedLongAgo, lostLongAgo, stoppedRecently]])).rows.map((row) => row.id);
+    expect(left).toEqual([active, stoppedRecently]);
+    expect((await t.pool.query<{ n: number }>('select count(*)::int as n from usher.workers')).rows[0]!.n).toBe(before - 2);
+  });
+});
+
 describe('the executor', () => {
   it('deletes executions past USHER_RETENTION_DAYS on its first sweep, and logs how many', async () => {
     const { rows } = await t.pool.query<{ id: string }>(
