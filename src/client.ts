@@ -13,6 +13,7 @@ import { Listener } from './db/listener.ts';
 import type { Queryable } from './db/pool.ts';
 import { terminalStatuses } from './db/schema.ts';
 import { isTransientDatabaseError, UsherError } from './errors.ts';
+import { idString } from './api/schemas.ts';
 import { createLogger, type Logger } from './log.ts';
 import { cancelExecution } from './queue/cancel.ts';
 import { enqueue, type EnqueueInput } from './queue/enqueue.ts';
@@ -178,5 +179,5 @@ async function mapped<T>(work: Promise<T>): Promise<T> {
 }
 
 function assertId(id: string): void {
-  if (!/^[1-9][0-9]{0,18}$/.test(id) || BigInt(id) > 9_223_372_036_854_775_807n) throw new UsherError('execution_not_found', `no execution with id ${JSON.stringify(id)}: ids are positive whole numbers`);
+  if (!idString.safeParse(id).success) throw new UsherError('execution_not_found', `no execution with id ${JSON.stringify(id)}: ids are positive whole numbers`);
 }

@@ -8,11 +8,13 @@ import { executionStatuses } from '../db/schema.ts';
 const int32 = 2_147_483_647;
 const bigintMax = 9_223_372_036_854_775_807n;
 
+// Runs even after the pattern failed (zod reports every problem), so it must not assume digits.
+const fitsBigint = (value: string) => !/^[0-9]{1,19}$/.test(value) || BigInt(value) <= bigintMax;
+
 /** A bigint id, as a string of digits. */
 export const idString = z.string()
   .regex(/^[1-9][0-9]{0,18}$/, 'must be a positive whole number (as a string)')
-  // Runs even after the pattern failed (zod reports every problem), so it must not assume digits.
-  .refine((value) => !/^[0-9]{1,19}$/.test(value) || BigInt(value) <= bigintMax, 'must be at most 9223372036854775807')
+  .refine(fitsBigint, 'must be at most 9223372036854775807')
   .meta({ description: 'A bigint id, as a string.', example: '42' });
 
 export const actionRef = z.string().max(200)
@@ -83,7 +85,12 @@ export const executeBody = z.strictObject({
 /** A position in the execution event log: 0 (before the first event) or a bigint, as digits. */
 const eventPosition = z.string()
   .regex(/^(0|[1-9][0-9]{0,18})$/, 'must be an event id received from this stream: a whole number, 0 for the oldest kept')
-  .refine((value) => !/^[0-9]{1,19}$/.test(value) || BigInt(value) <= bigintMax, 'must be at most 9223372036854775807');
+  .refine(fitsBigint, 'must be at most 9223372036854775807');
+
+/** The pack of an action_ref filter written `<pack>.*`; undefined for a plain action ref. */
+export function wildcardPack(actionRef: string | undefined): string | undefined {
+  return actionRef?.endsWith('.*') ? actionRef.slice(0, -2) : undefined;
+}
 
 const actionOrPackFilter = z.string().max(200)
   .regex(/^[a-z][a-z0-9_-]*\.([a-z][a-z0-9_-]*|\*)$/, 'must be <pack>.<name>, or <pack>.* for every action of a pack');

@@ -23,15 +23,19 @@ export async function deleteIdleLanes(db: Queryable, idleSeconds: number): Promi
   return result.rows[0]?.n ?? 0;
 }
 
-/** Drops events of the stream's log older than the retention, in batches until none is left. */
-export async function deleteOldExecutionEvents(db: Queryable, keepSeconds: number): Promise<number> {
+/**
+ * Drops events of the stream's log older than the retention, a batch per transaction; at most
+ * `maxBatches` a call, so the sweep it rides on keeps its rhythm after a long backlog.
+ */
+export async function deleteOldExecutionEvents(db: Queryable, keepSeconds: number, maxBatches = 20): Promise<number> {
   let total = 0;
-  for (;;) {
+  for (let batch = 0; batch < maxBatches; batch += 1) {
     const result = await db.query<{ n: number }>('select usher.delete_old_execution_events($1) as n', [keepSeconds]);
     const deleted = result.rows[0]?.n ?? 0;
     total += deleted;
-    if (deleted === 0) return total;
+    if (deleted === 0) break;
   }
+  return total;
 }
 
 /** Delayed executions whose run_at has come join their lanes. */

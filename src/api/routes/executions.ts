@@ -6,7 +6,7 @@ import { retryExecution } from '../../queue/retry.ts';
 import { ApiError } from '../errors.ts';
 import { executionSchema, executionStatsSchema, list, one as oneOf } from '../resources.ts';
 import { defineRoute, one, page, type ApiDeps } from '../route.ts';
-import { executeBody, executionListQuery, idParams, reasonBody } from '../schemas.ts';
+import { executeBody, executionListQuery, idParams, reasonBody, wildcardPack } from '../schemas.ts';
 
 async function existingExecution(deps: ApiDeps, id: string) {
   const execution = await findExecution(deps.pool, id);
@@ -53,7 +53,7 @@ export const executionRoutes = [
     query: executionListQuery, status: 200, response: list(executionSchema),
     async handle({ query, deps }) {
       // action_ref "pack.*" is a pack filter; with pack_name as well, both must hold.
-      const wildcard = query.action_ref?.endsWith('.*') ? query.action_ref.slice(0, -2) : undefined;
+      const wildcard = wildcardPack(query.action_ref);
       const packs = [...new Set([wildcard, query.pack_name].filter((pack): pack is string => pack !== undefined))];
       const result = await listExecutions(deps.pool, {
         statuses: query.status,

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { streamExecutionEvents } from '../event-stream.ts';
 import { defineRoute } from '../route.ts';
-import { executionStreamHeaders, executionStreamQuery } from '../schemas.ts';
+import { executionStreamHeaders, executionStreamQuery, wildcardPack } from '../schemas.ts';
 
 export const streamRoutes = [
   defineRoute({
@@ -18,7 +18,7 @@ export const streamRoutes = [
     status: 200, produces: 'text/event-stream',
     response: z.string().meta({ description: 'text/event-stream: "id: <position>\\nevent: execution\\ndata: <json>\\n\\n" per event.' }),
     async handle({ query, deps, requestId, header }) {
-      const wildcard = query.action_ref?.endsWith('.*') ? query.action_ref.slice(0, -2) : undefined;
+      const wildcard = wildcardPack(query.action_ref);
       const filter = wildcard === undefined ? { action_ref: query.action_ref } : { pack_ref: wildcard };
       const after = header('last-event-id') ?? query.last_event_id;
       return { send: (req, res) => streamExecutionEvents(deps, { filter, after, requestId }, req, res) };
