@@ -41,6 +41,8 @@ export class Listener {
         failures = 0;
         await connection.closed;
       } catch (error) {
+        // stop() ends a connection still being made: that is no failure.
+        if (this.stopping.signal.aborted) break;
         failures += 1;
         this.log.warn({ event: 'listener:connect_failed', err: error, failures }, 'LISTEN connection failed');
       }
