@@ -12,12 +12,16 @@ export interface RunMeta {
   readonly seconds: number;
 }
 
-/** Usher's median ÷ the row's (higher is better) or the row's ÷ Usher's (lower is better): > 1 means Usher wins. */
+/**
+ * Usher's median ÷ the row's (higher is better) or the row's ÷ Usher's (lower is better): > 1 means
+ * Usher wins. Usher is its best configuration in the row's group, as each peer's best is its own row.
+ */
 export function ratio(scenario: ScenarioResult, row: Row, key: string): number {
   const metric = scenario.metrics.find((m) => m.key === key)!;
-  const usher = scenario.rows.find((r) => r.group === row.group && r.system === 'usher');
-  if (!usher || row.error || usher.error) return Number.NaN;
-  const mine = median(usher.values[key] ?? []);
+  const usherRows = scenario.rows.filter((r) => r.group === row.group && r.system === 'usher' && !r.error);
+  if (usherRows.length === 0 || row.error) return Number.NaN;
+  const medians = usherRows.map((r) => median(r.values[key] ?? []));
+  const mine = metric.better === 'higher' ? Math.max(...medians) : Math.min(...medians);
   const theirs = median(row.values[key] ?? []);
   return metric.better === 'higher' ? mine / theirs : theirs / mine;
 }
@@ -29,7 +33,7 @@ export function markdown(meta: RunMeta, scenarios: ScenarioResult[]): string {
     `(synchronous_commit=${meta.postgres.synchronous_commit}, fsync=${meta.postgres.fsync}, shared_buffers=${meta.postgres.shared_buffers}). ` +
     `Versions: ${Object.entries(meta.versions).map(([name, version]) => `${name} ${version}`).join(', ')}. Took ${meta.seconds.toFixed(0)} s.`);
   lines.push('');
-  lines.push('"× Usher" is Usher\'s median divided by the row\'s on the first metric (inverted where lower is better): above 1, Usher is ahead. * marks a row where a run hit its time cap.');
+  lines.push('"× Usher" is the median of Usher\'s best configuration in the group divided by the row\'s on the first metric (inverted where lower is better): above 1, Usher is ahead. * marks a row where a run hit its time cap.');
   for (const scenario of scenarios) {
     lines.push('', `### ${scenario.title}`, '');
     for (const note of scenario.notes) lines.push(`- ${note}`);

@@ -49,6 +49,14 @@ export interface RunContext {
 }
 
 /**
+ * Usher's "fast" configuration only claims ahead (prefetch). Where that cannot change anything (one
+ * lane at threshold 1, idle workers, enqueues alone) its defaults run alone.
+ */
+export function withoutUsherFast(configs: readonly SystemConfig[]): SystemConfig[] {
+  return configs.filter((config) => config.system !== 'usher' || config.variant !== 'fast');
+}
+
+/**
  * Runs `once` for every configuration, `repeats` times, interleaving configurations within each
  * round so drift on a shared machine spreads over all of them; one row per configuration.
  */

@@ -1,11 +1,16 @@
 -- Which policy governs an execution, and which FIFO lane it waits in.
 
+-- PL/pgSQL rather than SQL: these run in every enqueue and admission, and PL/pgSQL keeps their
+-- plans for the session where a non-inlinable SQL function is planned again in every transaction.
 create or replace function usher.effective_policy(p_action_ref text)
 returns usher.policies
-language sql
+language plpgsql
 stable
 as $$
-  select p.*
+declare
+  v_policy usher.policies;
+begin
+  select p.* into v_policy
   from usher.policies p
   where p.enabled
     and (p.action_ref = p_action_ref
@@ -16,7 +21,9 @@ as $$
     p.priority desc,
     p.created_at desc,
     p.id desc
-  limit 1
+  limit 1;
+  return v_policy;
+end
 $$;
 
 comment on function usher.effective_policy(text) is
@@ -52,20 +59,26 @@ comment on function usher.lane_key_for(usher.policies, jsonb) is
 -- raising, lowering, disabling or replacing a policy applies to executions already waiting.
 create or replace function usher.lane_policy(p_lane_key text)
 returns usher.policies
-language sql
+language plpgsql
 stable
 as $$
-  select p.*
+declare
+  v_scope text := split_part(p_lane_key, '#', 1);
+  v_policy usher.policies;
+begin
+  select p.* into v_policy
   from usher.policies p
   where p.enabled
-    and case split_part(split_part(p_lane_key, '#', 1), ':', 1)
-      when 'action' then p.action_ref = split_part(split_part(p_lane_key, '#', 1), ':', 2)
-      when 'pack' then p.pack_ref = split_part(split_part(p_lane_key, '#', 1), ':', 2)
+    and case split_part(v_scope, ':', 1)
+      when 'action' then p.action_ref = split_part(v_scope, ':', 2)
+      when 'pack' then p.pack_ref = split_part(v_scope, ':', 2)
       when 'global' then p.action_ref is null and p.pack_ref is null
       else false
     end
   order by p.priority desc, p.created_at desc, p.id desc
-  limit 1
+  limit 1;
+  return v_policy;
+end
 $$;
 
 comment on function usher.lane_policy(text) is
@@ -106,12 +119,17 @@ comment on function usher.action_is_paused(text) is 'Whether the action, or its 
 
 create or replace function usher.policy_quota(p_policy usher.policies, p_quota_type text)
 returns integer
-language sql
+language plpgsql
 immutable
 as $$
-  select min((q ->> 'limit')::integer)
-  from jsonb_array_elements(coalesce(p_policy.quotas, '[]')) q
-  where q ->> 'quota_type' = p_quota_type
+begin
+  if p_policy.quotas is null or p_policy.quotas = '[]'::jsonb then
+    return null;
+  end if;
+  return (select min((q ->> 'limit')::integer)
+    from jsonb_array_elements(p_policy.quotas) q
+    where q ->> 'quota_type' = p_quota_type);
+end
 $$;
 
 comment on function usher.policy_quota(usher.policies, text) is 'The limit of one quota type of a policy, or null when it has none.';

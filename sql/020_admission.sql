@@ -1,8 +1,13 @@
 -- Admission: moving the oldest waiting executions of a lane into its free slots.
 -- Lock order everywhere: the lane row first, then execution rows.
+--
+-- The entry points of the hot path (enqueue, admit_lane, claim_scheduled, complete_and_claim,
+-- end_execution, heartbeat_worker) run with plan_cache_mode = force_generic_plan, which holds for
+-- everything they call. Their statements fit partial indexes whatever the parameters; with custom
+-- plans, PL/pgSQL planned them again in every call, a third of a handoff's time.
 
-create or replace function usher.admit_locked_lane(p_lane_key text)
-returns integer
+create or replace function usher.admit_lane_head(p_lane_key text)
+returns bigint[]
 language plpgsql
 as $$
 declare
@@ -18,10 +23,11 @@ declare
   v_running_quota integer;
   v_total_quota integer;
   v_usage usher.scope_usage;
+  v_any_paused boolean;
 begin
   select * into v_lane from usher.lanes l where l.lane_key = p_lane_key;
   if v_lane.blocked_by is not null or v_lane.paused_until > v_now then
-    return 0;
+    return '{}';
   end if;
   v_policy := usher.lane_policy(p_lane_key);
   if v_policy.threshold is null then
@@ -50,8 +56,11 @@ begin
     end if;
   end if;
   if v_free = 0 then
-    return 0;
+    return '{}';
   end if;
+  -- Pauses are rare: when there is none, rows are not checked one by one.
+  v_any_paused := exists (select 1 from usher.actions a where a.paused_at is not null)
+    or exists (select 1 from usher.pack_pauses);
 
   -- Head first. Executions of a paused action or pack are passed over (they keep their places).
   -- A retry still in its backoff holds the lane at its place, unless the policy says skip.
@@ -60,7 +69,7 @@ begin
     from usher.executions e
     where e.lane_key = p_lane_key
       and e.status = 'requested'
-      and not usher.action_is_paused(e.action_ref)
+      and (not v_any_paused or not usher.action_is_paused(e.action_ref))
     order by e.queue_position, e.id
   loop
     if v_candidate.run_at > v_now then
@@ -71,21 +80,25 @@ begin
     exit when cardinality(v_ids) >= v_free;
   end loop;
   if cardinality(v_ids) = 0 then
-    return 0;
+    return '{}';
   end if;
 
   -- One timestamp for the whole batch, so (scheduled_at, queue_position) orders admissions exactly.
-  update usher.executions e
-  set status = 'scheduled',
-    scheduled_at = v_now,
-    run_at = null,
-    scope_counted = v_running_quota is not null,
-    updated_at = v_now
-  where e.id = any(v_ids)
-    and e.status = 'requested';
-  get diagnostics v_admitted = row_count;
+  with admitted as (
+    update usher.executions e
+    set status = 'scheduled',
+      scheduled_at = v_now,
+      run_at = null,
+      scope_counted = v_running_quota is not null,
+      updated_at = v_now
+    where e.id = any(v_ids)
+      and e.status = 'requested'
+    returning e.id
+  )
+  select coalesce(array_agg(a.id), '{}') into v_ids from admitted a;
+  v_admitted := cardinality(v_ids);
   if v_admitted = 0 then
-    return 0;
+    return '{}';
   end if;
   if v_usage.scope_key is not null then
     update usher.scope_usage u
@@ -108,44 +121,77 @@ begin
     end,
     updated_at = v_now
   where lane_key = p_lane_key;
-  perform pg_notify('usher.execution_scheduled', '');
   if v_window is not null and cardinality(v_recent) >= v_policy.rate_limit_max_executions then
     -- The executor sets its timer for the reopening.
     perform pg_notify('usher.execution_requested', '');
+  end if;
+  return v_ids;
+end
+$$;
+
+comment on function usher.admit_lane_head(text) is
+  'Admits the head of a lane into its free slots, unless the lane is blocked or paused, and returns the ids admitted. Sends no wake-up to workers: the caller does, or claims them itself. The caller must hold the lane row lock.';
+
+create or replace function usher.admit_locked_lane(p_lane_key text)
+returns integer
+language plpgsql
+as $$
+declare
+  v_admitted integer := cardinality(usher.admit_lane_head(p_lane_key));
+begin
+  if v_admitted > 0 then
+    perform pg_notify('usher.execution_scheduled', '');
   end if;
   return v_admitted;
 end
 $$;
 
 comment on function usher.admit_locked_lane(text) is
-  'Admits the head of a lane into its free slots, unless the lane is blocked or paused. The caller must hold the lane row lock.';
+  'Admits the head of a lane into its free slots and wakes the workers. The caller must hold the lane row lock. Returns how many were admitted.';
+
+create or replace function usher.release_slots(p_lane_key text, p_count integer, p_scope_counted integer)
+returns bigint[]
+language plpgsql
+as $$
+begin
+  if p_scope_counted > 0 then
+    update usher.scope_usage u
+    set active_count = u.active_count - p_scope_counted, updated_at = clock_timestamp()
+    where u.scope_key = split_part(p_lane_key, '#', 1);
+    -- Slots of the scope's running quota are free: other lanes of the scope may now admit.
+    perform pg_notify('usher.execution_requested', '');
+  end if;
+  update usher.lanes
+  set active_count = active_count - p_count,
+    updated_at = clock_timestamp()
+  where lane_key = p_lane_key;
+  if not found then
+    raise exception 'usher: lane % has no row while % of its executions held a slot', p_lane_key, p_count
+      using errcode = 'data_corrupted';
+  end if;
+  return usher.admit_lane_head(p_lane_key);
+end
+$$;
+
+comment on function usher.release_slots(text, integer, integer) is
+  'Gives p_count slots of a lane back (p_scope_counted of them also to its scope''s running quota) and admits the next waiting executions, in the caller''s transaction; returns the ids admitted, without waking workers. The caller must hold the lane row lock.';
 
 create or replace function usher.release_slot(p_lane_key text, p_scope_counted boolean)
 returns integer
 language plpgsql
 as $$
+declare
+  v_admitted integer := cardinality(usher.release_slots(p_lane_key, 1, case when p_scope_counted then 1 else 0 end));
 begin
-  if p_scope_counted then
-    update usher.scope_usage u
-    set active_count = u.active_count - 1, updated_at = clock_timestamp()
-    where u.scope_key = split_part(p_lane_key, '#', 1);
-    -- A slot of the scope's running quota is free: other lanes of the scope may now admit.
-    perform pg_notify('usher.execution_requested', '');
+  if v_admitted > 0 then
+    perform pg_notify('usher.execution_scheduled', '');
   end if;
-  update usher.lanes
-  set active_count = active_count - 1,
-    updated_at = clock_timestamp()
-  where lane_key = p_lane_key;
-  if not found then
-    raise exception 'usher: lane % has no row while one of its executions held a slot', p_lane_key
-      using errcode = 'data_corrupted';
-  end if;
-  return usher.admit_locked_lane(p_lane_key);
+  return v_admitted;
 end
 $$;
 
 comment on function usher.release_slot(text, boolean) is
-  'Gives one slot of a lane back (and of its scope''s running quota, when the execution was counted there) and admits the next waiting execution, in the caller''s transaction. The caller must hold the lane row lock. Returns how many were admitted.';
+  'Gives one slot of a lane back (and of its scope''s running quota, when the execution was counted there), admits the next waiting execution and wakes the workers, in the caller''s transaction. The caller must hold the lane row lock. Returns how many were admitted.';
 
 create or replace function usher.lock_lane(p_lane_key text)
 returns void
@@ -165,6 +211,7 @@ comment on function usher.lock_lane(text) is 'Locks a lane row for the rest of t
 create or replace function usher.admit_lane(p_lane_key text)
 returns integer
 language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_admitted integer;

@@ -38,6 +38,7 @@ create or replace function usher.heartbeat_worker(
 )
 returns table (execution_id bigint, lease_token uuid, status text, lease_expires_at timestamptz)
 language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
 begin
   update usher.workers w
@@ -104,11 +105,16 @@ returns table (
   timeout_seconds integer,
   lease_expires_at timestamptz
 )
-language sql
+language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
+#variable_conflict use_column
+begin
   -- One index range per action (executions_scheduled_by_action, already in id order), then the
   -- oldest across them: = any() over the index would read and sort every scheduled row instead.
-  -- Rows locked here beyond the limit are released at commit, a moment later.
+  -- Rows locked here beyond the limit are released at commit, a moment later. PL/pgSQL keeps the
+  -- plan for the session; as a SQL function it was planned again in every transaction.
+  return query
   with picked as (
     select p.id
     from (select distinct unnest(p_action_refs) as ref) a
@@ -134,7 +140,8 @@ as $$
     updated_at = clock_timestamp()
   from picked
   where e.id = picked.id
-  returning e.id, e.action_ref, e.params, e.attempt, e.lease_token, e.timeout_seconds, e.lease_expires_at
+  returning e.id, e.action_ref, e.params, e.attempt, e.lease_token, e.timeout_seconds, e.lease_expires_at;
+end
 $$;
 
 comment on function usher.claim_scheduled(bigint, text[], integer, integer) is

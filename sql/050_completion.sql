@@ -121,6 +121,7 @@ create or replace function usher.end_execution(
 )
 returns text
 language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_lane_key text;
@@ -266,45 +267,104 @@ $$;
 comment on function usher.postpone_execution(bigint, uuid, timestamptz, text) is
   'A handler hit an upstream limit: its execution goes back to the head of its lane with no attempt charged, and the whole lane pauses until p_until.';
 
+drop function if exists usher.complete_and_claim(bigint, uuid, jsonb, bigint, text[], integer, integer);
+
 create or replace function usher.complete_and_claim(
-  p_id bigint,
-  p_lease_token uuid,
-  p_result jsonb,
+  p_ids bigint[],
+  p_lease_tokens uuid[],
+  p_results jsonb[],
   p_worker_id bigint,
   p_action_refs text[],
   p_limit integer,
   p_lease_seconds integer
 )
 returns table (
-  mark_status text,
+  kind text,
   id bigint,
+  status text,
   action_ref text,
   params jsonb,
   attempt integer,
   lease_token uuid,
-  timeout_seconds integer,
-  lease_expires_at timestamptz
+  timeout_seconds integer
 )
 language plpgsql
+set plan_cache_mode = force_generic_plan
 as $$
 #variable_conflict use_column
 declare
-  v_status text;
+  v_now timestamptz := clock_timestamp();
+  v_completed bigint[];
+  v_lane_keys text[];
+  v_scope_counted boolean[];
+  v_lane record;
+  v_admitted bigint[] := '{}';
 begin
-  -- One transaction, one commit: the completion (which releases the slot and admits the next of
-  -- the lane) and the claim that takes the freed worker slot, e.g. that very next execution.
-  v_status := usher.complete_execution(p_id, p_lease_token, p_result);
+  if cardinality(p_ids) is distinct from cardinality(p_lease_tokens)
+      or cardinality(p_ids) is distinct from cardinality(p_results) then
+    raise exception 'usher.complete_and_claim: % ids, % lease tokens and % results; each id needs its token and result',
+      cardinality(p_ids), cardinality(p_lease_tokens), cardinality(p_results)
+      using errcode = 'invalid_parameter_value';
+  end if;
+  -- Lock order as everywhere: lanes, then execution rows. Lanes in key order, so batches of
+  -- workers completing in the same lanes cannot deadlock. lane_key never changes while an
+  -- execution holds a slot, so it can be read before the lock.
+  perform 1 from usher.lanes l
+  where l.lane_key in (select e.lane_key from usher.executions e where e.id = any(p_ids))
+  order by l.lane_key
+  for update;
+
+  -- Completing wins over a pending cancel, as in conclude_attempt. A token that no longer matches
+  -- (the lease was voided) leaves its row alone.
+  with done as (
+    update usher.executions e
+    set status = 'completed',
+      result = i.result,
+      error = null,
+      completed_at = v_now,
+      updated_at = v_now,
+      lease_token = null,
+      lease_expires_at = null
+    from unnest(p_ids, p_lease_tokens, p_results) as i (id, lease_token, result)
+    where e.id = i.id
+      and e.lease_token = i.lease_token
+      and e.status in ('running', 'canceling')
+    returning e.id, e.lane_key, e.scope_counted
+  )
+  select coalesce(array_agg(d.id order by d.id), '{}'), array_agg(d.lane_key), array_agg(d.scope_counted)
+  into v_completed, v_lane_keys, v_scope_counted
+  from done d;
+
+  -- Each lane gives back its slots and admits its next executions once, for the whole batch.
+  for v_lane in
+    select u.lane_key, count(*)::integer as released, (count(*) filter (where u.scope_counted))::integer as scoped
+    from unnest(v_lane_keys, v_scope_counted) as u (lane_key, scope_counted)
+    where u.lane_key is not null
+    group by u.lane_key
+    order by u.lane_key
+  loop
+    v_admitted := v_admitted || usher.release_slots(v_lane.lane_key, v_lane.released, v_lane.scoped);
+  end loop;
+  perform usher.notify_ids('usher.execution_completed', v_completed);
+
   if p_limit > 0 then
     return query
-    select v_status, c.id, c.action_ref, c.params, c.attempt, c.lease_token, c.timeout_seconds, c.lease_expires_at
+    select 'claimed', c.id, 'running', c.action_ref, c.params, c.attempt, c.lease_token, c.timeout_seconds
     from usher.claim_scheduled(p_worker_id, p_action_refs, p_limit, p_lease_seconds) c;
-    if found then
-      return;
-    end if;
   end if;
-  return query select v_status, null::bigint, null::text, null::jsonb, null::integer, null::uuid, null::integer, null::timestamptz;
+  -- Workers are woken only for admitted executions this claim left behind (another action's, or
+  -- more than the freed slots): waking them for what was just claimed would only cost empty claims.
+  if exists (select 1 from usher.executions e where e.id = any(v_admitted) and e.status = 'scheduled') then
+    perform pg_notify('usher.execution_scheduled', '');
+  end if;
+
+  return query
+  select 'marked', i.id, case when c.id is not null then 'completed' end,
+    null::text, null::jsonb, null::integer, null::uuid, null::integer
+  from unnest(p_ids) as i (id)
+  left join unnest(v_completed) as c (id) on c.id = i.id;
 end
 $$;
 
-comment on function usher.complete_and_claim(bigint, uuid, jsonb, bigint, text[], integer, integer) is
-  'complete_execution, then claim_scheduled for the worker slot it frees, in one transaction (one round trip, one commit per execution in a busy lane). Every row carries the mark''s status (null: fenced); a row with a null id means nothing was claimed.';
+comment on function usher.complete_and_claim(bigint[], uuid[], jsonb[], bigint, text[], integer, integer) is
+  'Completes a batch of executions, each presenting its lease token; each lane gives back its slots and admits its next once for the batch; then claims up to p_limit for the worker slots freed (often those very next executions), all in one transaction. Rows of kind ''marked'' give each id''s status (null: its lease is no longer held); rows of kind ''claimed'' are the new claims.';

@@ -17,6 +17,7 @@ const envSchema = z.object({
   USHER_POLL_INTERVAL_MS: positiveInt.default(1000),
   USHER_SWEEP_INTERVAL_MS: positiveInt.default(1000),
   USHER_WORKER_CONCURRENCY: positiveInt.max(10000).default(10),
+  USHER_WORKER_PREFETCH: nonNegativeInt.max(10000).default(0),
   USHER_SHUTDOWN_GRACE_SECONDS: nonNegativeInt.default(25),
   USHER_ABORT_GRACE_SECONDS: nonNegativeInt.default(5),
   USHER_IDLE_LANE_SECONDS: positiveInt.default(300),
@@ -73,6 +74,8 @@ export interface Config {
   /** How often the executor looks for expired leases and overdue executions. */
   readonly sweepIntervalMs: number;
   readonly workerConcurrency: number;
+  /** Executions a worker claims beyond its concurrency, to start each next one without a round trip. */
+  readonly workerPrefetch: number;
   /** On SIGTERM, how long running handlers may take to finish before they are aborted. */
   readonly shutdownGraceSeconds: number;
   /** After an abort (timeout, cancel, shutdown), how long a handler may take to settle. */
@@ -105,6 +108,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     pollIntervalMs: e.USHER_POLL_INTERVAL_MS,
     sweepIntervalMs: e.USHER_SWEEP_INTERVAL_MS,
     workerConcurrency: e.USHER_WORKER_CONCURRENCY,
+    workerPrefetch: e.USHER_WORKER_PREFETCH,
     shutdownGraceSeconds: e.USHER_SHUTDOWN_GRACE_SECONDS,
     abortGraceSeconds: e.USHER_ABORT_GRACE_SECONDS,
     idleLaneSeconds: e.USHER_IDLE_LANE_SECONDS,

@@ -7,6 +7,7 @@ import { UsherAdapter } from './usher.ts';
 
 export const allConfigs: readonly SystemConfig[] = [
   { system: 'usher', variant: 'defaults' },
+  { system: 'usher', variant: 'fast' },
   { system: 'graphile-worker', variant: 'defaults' },
   { system: 'graphile-worker', variant: 'fast' },
   { system: 'pg-boss', variant: 'defaults' },

@@ -1,12 +1,12 @@
 /** 2. Strict FIFO: one lane, one at a time, each system in its strictest serial mode. */
 import { drain } from '../drain.ts';
-import { measure, percentile, type RunContext, type ScenarioResult } from '../stats.ts';
+import { measure, withoutUsherFast, percentile, type RunContext, type ScenarioResult } from '../stats.ts';
 
 export async function strictFifo(ctx: RunContext): Promise<ScenarioResult> {
   const total = ctx.quick ? 300 : 2_000;
   const capMs = ctx.quick ? 8_000 : 10_000;
   const mode = { kind: 'serial' } as const;
-  const rows = await measure(ctx, 'serial', ctx.configs, async (adapter) => {
+  const rows = await measure(ctx, 'serial', withoutUsherFast(ctx.configs), async (adapter) => {
     await adapter.setup(mode);
     await adapter.enqueueBulk(Array.from({ length: total }, (_, seq) => ({ seq })), mode);
     const result = await drain(adapter, { total, concurrency: 10, mode, handlerMs: 0, capMs, processes: 0 });

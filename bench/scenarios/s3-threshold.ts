@@ -1,7 +1,7 @@
 /** 3. Threshold N: one action, at most N at a time, a 5 ms handler; how full the slots stay. */
 import type { Adapter, Mode } from '../adapters/types.ts';
 import { drain } from '../drain.ts';
-import { measure, type RunContext, type ScenarioResult } from '../stats.ts';
+import { measure, withoutUsherFast, type RunContext, type ScenarioResult } from '../stats.ts';
 
 const HANDLER_MS = 5;
 
@@ -22,10 +22,10 @@ export async function thresholdN(ctx: RunContext): Promise<ScenarioResult> {
       capped: result.capped,
     };
   };
-  const rows = await measure(ctx, 'threshold 10', ctx.configs, once({ kind: 'limit', threshold: 10 }, 10));
+  const rows = await measure(ctx, 'threshold 10', withoutUsherFast(ctx.configs), once({ kind: 'limit', threshold: 10 }, 10));
   const usher = ctx.configs.filter((config) => config.system === 'usher');
   if (usher.length > 0) {
-    rows.push(...await measure(ctx, 'threshold 50', usher, once({ kind: 'limit', threshold: 50 }, 50)));
+    rows.push(...await measure(ctx, 'threshold 50', withoutUsherFast(usher), once({ kind: 'limit', threshold: 50 }, 50)));
     rows.push(...await measure(ctx, 'unlimited, concurrency 50', usher, once({ kind: 'free' }, 50)));
   }
   return {

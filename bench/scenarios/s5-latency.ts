@@ -1,6 +1,6 @@
 /** 5. Latency: idle workers, single enqueues spaced 10 ms apart; from the enqueue call to the handler's start. */
 import { recorder } from '../drain.ts';
-import { measure, percentile, type RunContext, type ScenarioResult } from '../stats.ts';
+import { measure, withoutUsherFast, percentile, type RunContext, type ScenarioResult } from '../stats.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -8,7 +8,7 @@ export async function latency(ctx: RunContext): Promise<ScenarioResult> {
   const total = ctx.quick ? 100 : 500;
   const spacingMs = 10;
   const mode = { kind: 'free' } as const;
-  const rows = await measure(ctx, 'SQL/client enqueue', ctx.configs, async (adapter) => {
+  const rows = await measure(ctx, 'SQL/client enqueue', withoutUsherFast(ctx.configs), async (adapter) => {
     await adapter.setup(mode);
     const rec = recorder(0);
     const services = await adapter.startServices();

@@ -2,7 +2,7 @@
 import pg from 'pg';
 import { databaseUrl } from '../db.ts';
 import type { Adapter, Job, Mode } from '../adapters/types.ts';
-import { measure, type RunContext, type ScenarioResult } from '../stats.ts';
+import { measure, withoutUsherFast, type RunContext, type ScenarioResult } from '../stats.ts';
 
 const PRODUCERS = 10;
 
@@ -40,8 +40,8 @@ export async function enqueueRate(ctx: RunContext): Promise<ScenarioResult> {
     }
     return { values: { single: await singles(adapter, single, mode), bulk: await bulk(adapter, many, mode) } };
   };
-  const rows = await measure(ctx, 'with wake-up', ctx.configs, once(true));
-  const usher = ctx.configs.filter((config) => config.system === 'usher');
+  const rows = await measure(ctx, 'with wake-up', withoutUsherFast(ctx.configs), once(true));
+  const usher = withoutUsherFast(ctx.configs).filter((config) => config.system === 'usher');
   if (usher.length > 0) rows.push(...await measure(ctx, 'Usher without the wake-up trigger', usher, once(false)));
   return {
     id: 's6',

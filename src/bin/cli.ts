@@ -16,6 +16,12 @@ function positiveInteger(value: string): number {
   return parsed;
 }
 
+function nonNegativeInteger(value: string): number {
+  const parsed = Number(value);
+  if (!/^[0-9]+$/.test(value) || parsed > 10000) throw new InvalidArgumentError('must be a whole number from 0 to 10000');
+  return parsed;
+}
+
 function port(value: string): number {
   const parsed = Number(value);
   if (!/^[0-9]+$/.test(value) || parsed > 65535) throw new InvalidArgumentError('must be a port number, 0 to 65535 (0 picks a free one)');
@@ -40,6 +46,7 @@ program.command('worker')
   .description('claim and run executions of the actions found in a packs folder')
   .requiredOption('--packs <dir>', 'folder of <pack>/<name>.mjs|.js|.ts handlers')
   .option('--concurrency <n>', 'executions run at once (default USHER_WORKER_CONCURRENCY)', positiveInteger)
+  .option('--prefetch <n>', 'executions claimed ahead beyond --concurrency (default USHER_WORKER_PREFETCH, 0)', nonNegativeInteger)
   .option('--name <name>', 'worker name (default host:pid)')
   .action(runWorker);
 

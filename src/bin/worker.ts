@@ -6,6 +6,7 @@ import { openContext } from './context.ts';
 export interface WorkerCommandOptions {
   readonly packs: string;
   readonly concurrency?: number;
+  readonly prefetch?: number;
   readonly name?: string;
 }
 
@@ -17,6 +18,7 @@ export async function runWorker(options: WorkerCommandOptions): Promise<void> {
     databaseUrl: database.url,
     actions,
     concurrency: options.concurrency ?? config.workerConcurrency,
+    prefetch: options.prefetch ?? config.workerPrefetch,
     name: options.name ?? `${hostname()}:${process.pid}`,
     leaseSeconds: config.leaseSeconds,
     pollIntervalMs: config.pollIntervalMs,

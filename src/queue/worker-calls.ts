@@ -93,25 +93,37 @@ export function handBackExecution(db: Queryable, claim: ClaimedExecution): Promi
   return mark(db, 'select usher.hand_back_execution($1, $2) as status', [claim.id, claim.lease_token]);
 }
 
+export interface Completion {
+  readonly claim: ClaimedExecution;
+  readonly resultJson: string;
+}
+
 /**
- * Completes an execution and, in the same transaction, claims up to `limit` admitted executions
- * for the worker slot it frees (often the next of the same lane, admitted by that completion).
+ * Completes a batch of executions and, in the same transaction, claims up to `limit` admitted
+ * executions for the worker slots they free (often the next ones of the same lanes, admitted by
+ * these completions). `statuses` follows the order of `completions`; null means the lease was lost.
  */
 export async function completeAndClaim(
   db: Queryable,
-  claim: ClaimedExecution,
-  resultJson: string,
+  completions: readonly Completion[],
   next: { workerId: string; actionRefs: readonly string[]; limit: number; leaseSeconds: number },
-): Promise<{ status: MarkResult; claims: ClaimedExecution[] }> {
-  const result = await db.query<ClaimedExecution & { mark_status: MarkResult }>(
-    `select mark_status, id, action_ref, params, attempt, lease_token, timeout_seconds
-     from usher.complete_and_claim($1, $2, $3::jsonb, $4, $5::text[], $6, $7)`,
-    [claim.id, claim.lease_token, resultJson, next.workerId, next.actionRefs, next.limit, next.leaseSeconds],
+): Promise<{ statuses: MarkResult[]; claims: ClaimedExecution[] }> {
+  const result = await db.query<ClaimedExecution & { kind: 'marked' | 'claimed'; status: MarkResult }>(
+    `select kind, id, status, action_ref, params, attempt, lease_token, timeout_seconds
+     from usher.complete_and_claim($1::bigint[], $2::uuid[], $3::jsonb[], $4, $5::text[], $6, $7)`,
+    [
+      completions.map(({ claim }) => claim.id),
+      completions.map(({ claim }) => claim.lease_token),
+      completions.map(({ resultJson }) => resultJson),
+      next.workerId, next.actionRefs, next.limit, next.leaseSeconds,
+    ],
   );
-  const status = result.rows[0]?.mark_status ?? null;
-  const claims = result.rows
-    .filter((row) => row.id !== null)
-    .map(({ mark_status: _, ...row }) => row)
-    .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
-  return { status, claims };
+  const marked = new Map<string, MarkResult>();
+  const claims: ClaimedExecution[] = [];
+  for (const { kind, status, ...row } of result.rows) {
+    if (kind === 'marked') marked.set(row.id, status);
+    else claims.push(row);
+  }
+  claims.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
+  return { statuses: completions.map(({ claim }) => marked.get(claim.id) ?? null), claims };
 }

@@ -95,10 +95,17 @@ function failure(name: string, message: string, retryable = true): Outcome {
 /** Results sit in the hot table and go to everyone who reads the execution: bulky output belongs elsewhere. */
 export const MAX_RESULT_BYTES = 1024 * 1024;
 
+// JSON.stringify writes U+0000 as \u0000 (after an even run of backslashes), which jsonb refuses.
+const NUL_ESCAPE = /(?:^|[^\\])(?:\\\\)*\\u0000/;
+
 /** JSON text of a handler's return value; undefined becomes null. */
 export function serializeResult(value: unknown): { ok: true; json: string } | { ok: false; reason: string } {
   try {
     const json = JSON.stringify(value) ?? 'null';
+    // Caught here, it fails this execution alone rather than the batch of completions it would join.
+    if (NUL_ESCAPE.test(json)) {
+      return { ok: false, reason: "the handler's return value contains the character U+0000, which Postgres jsonb cannot store" };
+    }
     const bytes = Buffer.byteLength(json);
     if (bytes > MAX_RESULT_BYTES) {
       return { ok: false, reason: `the handler's return value is ${bytes} bytes of JSON, over the limit of ${MAX_RESULT_BYTES} bytes` };

@@ -12,7 +12,9 @@ import { isTransientDatabaseError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { ClaimedExecution, MarkResult } from '../queue/types.ts';
 import * as calls from '../queue/worker-calls.ts';
+import type { Completion } from '../queue/worker-calls.ts';
 import { Wakeup } from '../wakeup.ts';
+import { CompletionBatcher } from './completions.ts';
 import type { LoadedAction } from './packs.ts';
 import { failureFromReason, RunningExecution, runHandler, type Outcome } from './runner.ts';
 
@@ -20,6 +22,12 @@ export interface WorkerOptions {
   readonly databaseUrl: string;
   readonly actions: readonly LoadedAction[];
   readonly concurrency: number;
+  /**
+   * Executions claimed beyond `concurrency`, held in this process until a slot frees: the next one
+   * starts without a round trip. They count as running in the database (leased to this worker,
+   * started_at set at the claim) and their leases are renewed; 0 claims only for free slots.
+   */
+  readonly prefetch?: number;
   readonly name?: string;
   readonly leaseSeconds: number;
   readonly pollIntervalMs: number;
@@ -32,10 +40,17 @@ export interface WorkerOptions {
 export class Worker {
   private readonly handlers: Map<string, LoadedAction>;
   private readonly running = new Map<string, RunningExecution>();
+  /** Handlers executing now: at most `concurrency`. `running` also holds those whose outcome is being marked. */
+  private handlersRunning = 0;
+  /** Claimed ahead (prefetch), in claim order, waiting for a slot. */
+  private readonly waiting: RunningExecution[] = [];
+  /** Executions asked for by claims on their way to the database. */
+  private claimsInFlight = 0;
   private readonly wakeup = new Wakeup();
   private readonly stopping = new AbortController();
   private readonly pool: pg.Pool;
   private readonly heartbeatPool: pg.Pool;
+  private readonly completions = new CompletionBatcher((batch) => this.completeAndClaim(batch));
   private listener: Listener | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private leaseCheckTimer: NodeJS.Timeout | undefined;
@@ -98,6 +113,9 @@ export class Worker {
     this.stopping.abort();
     this.wakeup.notify();
     await this.claimLoop;
+    // Claimed ahead and never started: back to their places at once, for other workers.
+    for (const execution of this.waiting) execution.abort('shutdown');
+    this.startWaiting();
     const graceOver = delay(this.options.shutdownGraceSeconds * 1000);
     await Promise.race([Promise.all(this.inFlight), graceOver]);
     for (const execution of this.running.values()) execution.abort('shutdown');
@@ -115,10 +133,15 @@ export class Worker {
     if (channel === 'usher.execution_canceling') {
       // The payload is a hint: only a heartbeat's answer from the table decides to abort.
       const ids = payload.split(',');
-      if (payload === '' || ids.some((id) => this.running.has(id))) void this.heartbeat();
+      if (payload === '' || ids.some((id) => this.running.has(id) || this.waiting.some(({ claim }) => claim.id === id))) void this.heartbeat();
       return;
     }
     this.wakeup.notify();
+  }
+
+  /** How many more executions this worker may claim now: free slots plus free room for prefetch. */
+  private capacity(): number {
+    return this.options.concurrency + (this.options.prefetch ?? 0) - this.running.size - this.waiting.length - this.claimsInFlight;
   }
 
   private async runClaimLoop(): Promise<void> {
@@ -127,13 +150,14 @@ export class Worker {
     while (!this.stopping.signal.aborted && !this.fatal) {
       await this.wakeup.wait(this.options.pollIntervalMs);
       if (this.stopping.signal.aborted || this.fatal) break;
-      const free = this.options.concurrency - this.running.size;
-      if (free <= 0) this.wokenWhileFull = true;
-      if (free <= 0 || actionRefs.length === 0) continue;
+      const wanted = this.capacity();
+      if (wanted <= 0) this.wokenWhileFull = true;
+      if (wanted <= 0 || actionRefs.length === 0) continue;
       let claims: ClaimedExecution[];
       const claimSentAt = performance.now();
+      this.claimsInFlight += wanted;
       try {
-        claims = await calls.claimScheduled(this.pool, this.workerId, actionRefs, free, this.options.leaseSeconds);
+        claims = await calls.claimScheduled(this.pool, this.workerId, actionRefs, wanted, this.options.leaseSeconds);
         failures = 0;
       } catch (error) {
         failures += 1;
@@ -141,28 +165,54 @@ export class Worker {
         await delay(backoffMs(failures), this.stopping.signal);
         this.wakeup.notify();
         continue;
+      } finally {
+        this.claimsInFlight -= wanted;
       }
-      for (const claim of claims) this.execute(claim, claimSentAt);
+      this.accept(claims, claimSentAt);
       // A full batch means more may be waiting.
-      if (claims.length === free) this.wakeup.notify();
+      if (claims.length === wanted) this.wakeup.notify();
     }
   }
 
-  private execute(claim: ClaimedExecution, claimSentAt: number): void {
-    const running = new RunningExecution(claim, claimSentAt);
+  /** Claimed executions join the waiting line, and start in claim order as slots allow. */
+  private accept(claims: readonly ClaimedExecution[], claimSentAt: number): void {
+    for (const claim of claims) this.waiting.push(new RunningExecution(claim, claimSentAt));
+    this.startWaiting();
+  }
+
+  private startWaiting(): void {
+    while (this.waiting.length > 0 && (this.handlersRunning < this.options.concurrency || this.waiting[0]!.cause)) {
+      this.execute(this.waiting.shift()!);
+    }
+  }
+
+  private execute(running: RunningExecution): void {
+    const { claim } = running;
     this.running.set(claim.id, running);
     const log = this.log.child({ execution_id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt });
-    log.debug({ event: 'execution:started' }, 'running');
     const handler = this.handlers.get(claim.action_ref)!.handler;
     let claimedInMark = false;
-    const task = runHandler(handler, running, log, this.options.abortGraceSeconds * 1000)
-      .then(async (outcome) => {
-        claimedInMark = await this.report(running, outcome, log);
+    // Aborted while it waited (shutdown, cancel, lost lease): reported without running.
+    const abortedWhileWaiting = running.cause;
+    const runs = abortedWhileWaiting === undefined;
+    if (runs) log.debug({ event: 'execution:started' }, 'running');
+    const outcome: Promise<Outcome> = runs
+      ? runHandler(handler, running, log, this.options.abortGraceSeconds * 1000)
+      : Promise.resolve({ kind: 'aborted', cause: abortedWhileWaiting === 'timeout' ? 'shutdown' : abortedWhileWaiting });
+    this.handlersRunning += 1;
+    const task = outcome
+      .then(async (ended) => {
+        // The handler is done: its slot goes to the next waiting execution while the outcome is marked.
+        this.handlersRunning -= 1;
+        if (runs) log.debug({ event: 'execution:returned', outcome: ended.kind }, 'handler settled');
+        this.startWaiting();
+        claimedInMark = await this.report(running, ended, log);
       })
       .catch((error: unknown) => this.die(error, claim, log))
       .finally(() => {
         this.running.delete(claim.id);
         this.inFlight.delete(task);
+        this.startWaiting();
         // A completion that also claimed has already looked for work for this slot; the loop
         // needs waking only if it was told of work while full, or for anything else.
         if (!claimedInMark || this.wokenWhileFull || this.stopping.signal.aborted || this.fatal) {
@@ -183,16 +233,9 @@ export class Worker {
     let claimed = false;
     let status = await this.markWithRetry(async () => {
       if (outcome.kind !== 'completed' || this.stopping.signal.aborted || this.fatal) return this.mark(claim, outcome);
-      const sentAt = performance.now();
-      const answer = await calls.completeAndClaim(this.pool, claim, outcome.resultJson, {
-        workerId: this.workerId,
-        actionRefs: [...this.handlers.keys()],
-        limit: 1,
-        leaseSeconds: this.options.leaseSeconds,
-      });
+      const answer = await this.completions.complete({ claim, resultJson: outcome.resultJson });
       claimed = true;
-      for (const next of answer.claims) this.execute(next, sentAt);
-      return answer.status;
+      return answer;
     }, log);
     if (status === 'unstorable') {
       const failed = failureFromReason('the result could not be stored in Postgres (jsonb rejected it)');
@@ -208,6 +251,27 @@ export class Worker {
       log.info({ event: `execution:${status}` }, `execution ${status}`);
     }
     return claimed;
+  }
+
+  /** One batch of completions, claiming for the slots they free and any prefetch room (nothing once stopping). */
+  private async completeAndClaim(batch: readonly Completion[]): Promise<MarkResult[]> {
+    const sentAt = performance.now();
+    const limit = this.stopping.signal.aborted || this.fatal ? 0 : batch.length + Math.max(0, this.capacity());
+    this.claimsInFlight += limit;
+    try {
+      const answer = await calls.completeAndClaim(this.pool, batch, {
+        workerId: this.workerId,
+        actionRefs: [...this.handlers.keys()],
+        limit,
+        leaseSeconds: this.options.leaseSeconds,
+      });
+      this.claimsInFlight -= limit;
+      this.accept(answer.claims, sentAt);
+      return answer.statuses;
+    } catch (error) {
+      this.claimsInFlight -= limit;
+      throw error;
+    }
   }
 
   private mark(claim: ClaimedExecution, outcome: Outcome): Promise<MarkResult> {
@@ -263,14 +327,28 @@ export class Worker {
    */
   private abortExpiringLeases(): void {
     const abortAfterMs = (this.options.leaseSeconds * 1000 * 5) / 6;
-    for (const execution of this.running.values()) {
+    for (const execution of this.held()) {
       if (performance.now() - execution.leaseRenewalSentAt > abortAfterMs) execution.abort('lease_lost');
     }
+    this.dropAbortedWaiting();
+  }
+
+  /** Every execution whose lease this worker holds: started or waiting. */
+  private held(): RunningExecution[] {
+    return [...this.running.values(), ...this.waiting];
+  }
+
+  /** A waiting execution aborted (its lease lost, or cancelled) is settled now, not when a slot frees. */
+  private dropAbortedWaiting(): void {
+    const aborted = this.waiting.filter((execution) => execution.cause);
+    if (aborted.length === 0) return;
+    this.waiting.splice(0, this.waiting.length, ...this.waiting.filter((execution) => !execution.cause));
+    for (const execution of aborted) this.execute(execution);
   }
 
   private async heartbeat(): Promise<void> {
     this.abortExpiringLeases();
-    const asked = [...this.running.values()].filter((execution) => execution.cause !== 'lease_lost');
+    const asked = this.held().filter((execution) => execution.cause !== 'lease_lost');
     const sentAt = performance.now();
     try {
       const held = await calls.heartbeatWorker(this.heartbeatPool, this.workerId, asked.map(({ claim }) => claim), this.options.leaseSeconds);
@@ -286,6 +364,7 @@ export class Worker {
         execution.leaseRenewalSentAt = Math.max(execution.leaseRenewalSentAt, sentAt);
         if (status === 'canceling') execution.abort('cancel');
       }
+      this.dropAbortedWaiting();
     } catch (error) {
       this.log.warn({ event: 'heartbeat:failed', err: error }, 'heartbeat failed');
     }

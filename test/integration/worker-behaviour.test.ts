@@ -13,7 +13,7 @@ let t: TestDatabase;
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  await t.pool.query(`insert into usher.actions (ref) values ('t.work'), ('t.other'), ('t.hang'), ('t.handoff') on conflict do nothing`);
+  await t.pool.query(`insert into usher.actions (ref) values ('t.work'), ('t.other'), ('t.hang'), ('t.handoff'), ('t.unstorable') on conflict do nothing`);
 });
 
 afterEach(async () => {
@@ -221,8 +221,8 @@ describe('handler failures', () => {
     expect(e4.result).toEqual({ error: { name: 'ResultNotStorable', message: e4.error.slice('ResultNotStorable: '.length) } });
     expect(e5.error).toBe("ResultNotStorable: the handler's return value is not JSON-serialisable: Do not know how to serialize a BigInt");
     expect(e5.result).toEqual({ error: { name: 'ResultNotStorable', message: e5.error.slice('ResultNotStorable: '.length) } });
-    expect(e6.error).toBe('ResultNotStorable: the result could not be stored in Postgres (jsonb rejected it)');
-    expect(e6.result).toEqual({ error: { name: 'ResultNotStorable', message: 'the result could not be stored in Postgres (jsonb rejected it)' } });
+    expect(e6.error).toBe("ResultNotStorable: the handler's return value contains the character U+0000, which Postgres jsonb cannot store");
+    expect(e6.result).toEqual({ error: { name: 'ResultNotStorable', message: e6.error.slice('ResultNotStorable: '.length) } });
 
     expect((await eventsWhenLogged(worker, 'execution:failed', 6)).map((line) => line.execution_id).sort()).toEqual(all.map((row) => row.id).sort());
     expect(events(worker, 'worker:mark_impossible')).toEqual([]);
@@ -233,6 +233,31 @@ describe('handler failures', () => {
     });
     expect(worker.child.exitCode).toBeNull();
     expect(await q('select status from usher.workers where id = $1', [workerId])).toEqual([{ status: 'active' }]);
+  });
+});
+
+describe('batched completions', () => {
+  it('completes handlers that return together in one transaction; a result jsonb cannot store fails alone', async () => {
+    // Enqueued before the worker starts, so one claim takes all ten and their handlers return in the same turn.
+    const rows = await q<{ id: string; action_ref: string }>(
+      `insert into usher.executions (action_ref, params)
+       select case when g = 5 then 't.unstorable' else 't.other' end,
+         case when g = 5 then '{"kind": "nul"}'::jsonb else jsonb_build_object('n', g) end
+       from generate_series(1, 10) g
+       returning id, action_ref`,
+    );
+    const worker = await startWorker(t.url, { concurrency: 10, name: 'batches' });
+    const ended = await Promise.all(rows.map((row) => waitForEnd(row.id)));
+
+    const completed = ended.filter((row) => row.status === 'completed');
+    expect(completed.map((row) => row.result)).toEqual(
+      rows.filter((row) => row.action_ref === 't.other').map((_, index) => ({ n: index < 4 ? index + 1 : index + 2, pid: worker.child.pid })),
+    );
+    // One batch: a completion writes its transaction's timestamp, so all nine share one.
+    expect(new Set(completed.map((row) => (row.completed_at as Date).getTime())).size).toBe(1);
+    const refused = ended.find((row) => row.status !== 'completed')!;
+    expect(refused).toMatchObject({ status: 'failed', error: "ResultNotStorable: the handler's return value contains the character U+0000, which Postgres jsonb cannot store" });
+    expect(await q('select * from usher.check_invariants()')).toEqual([]);
   });
 });
 
