@@ -1,7 +1,7 @@
 -- Admission: moving the oldest waiting executions of a lane into its free slots.
 -- Lock order everywhere: the lane row first, then execution rows.
 --
--- The entry points of the hot path (enqueue, admit_lane, claim_scheduled, complete_and_claim,
+-- The entry points of the hot path (admit_lane, claim_scheduled, complete_and_claim,
 -- end_execution, heartbeat_worker) run with plan_cache_mode = force_generic_plan, which holds for
 -- everything they call. Their statements fit partial indexes whatever the parameters; with custom
 -- plans, PL/pgSQL planned them again in every call, a third of a handoff's time.
@@ -24,6 +24,22 @@ declare
   v_total_quota integer;
   v_usage usher.scope_usage;
   v_any_paused boolean;
+  v_skip_backoff boolean;
+  -- The status to re-check, as a variable: the literal would match the predicate of the partial
+  -- index executions_requested_by_lane, and a generic plan could then read every waiting row
+  -- instead of fetching these few by primary key.
+  v_requested constant text := 'requested';
+  -- A cursor is planned for its first rows: an ordered walk of executions_requested_by_lane from
+  -- the head, however long the lane. As a plain query, a generic plan may read and sort the whole lane.
+  lane_head cursor (c_lane_key text, c_any_paused boolean, c_skip_backoff boolean, c_now timestamptz, c_limit integer) for
+    select e.id, e.run_at
+    from usher.executions e
+    where e.lane_key = c_lane_key
+      and e.status = 'requested'
+      and (not c_any_paused or not usher.action_is_paused(e.action_ref))
+      and (not c_skip_backoff or e.run_at is null or e.run_at <= c_now)
+    order by e.queue_position, e.id
+    limit c_limit;
 begin
   select * into v_lane from usher.lanes l where l.lane_key = p_lane_key;
   if v_lane.blocked_by is not null or v_lane.paused_until > v_now then
@@ -64,20 +80,10 @@ begin
 
   -- Head first. Executions of a paused action or pack are passed over (they keep their places).
   -- A retry still in its backoff holds the lane at its place, unless the policy says skip.
-  for v_candidate in
-    select e.id, e.run_at
-    from usher.executions e
-    where e.lane_key = p_lane_key
-      and e.status = 'requested'
-      and (not v_any_paused or not usher.action_is_paused(e.action_ref))
-    order by e.queue_position, e.id
-  loop
-    if v_candidate.run_at > v_now then
-      exit when coalesce(v_policy.on_failure, 'wait') <> 'skip';
-      continue;
-    end if;
+  v_skip_backoff := coalesce(v_policy.on_failure, 'wait') = 'skip';
+  for v_candidate in lane_head(p_lane_key, v_any_paused, v_skip_backoff, v_now, v_free) loop
+    exit when v_candidate.run_at > v_now;
     v_ids := v_ids || v_candidate.id;
-    exit when cardinality(v_ids) >= v_free;
   end loop;
   if cardinality(v_ids) = 0 then
     return '{}';
@@ -91,8 +97,9 @@ begin
       run_at = null,
       scope_counted = v_running_quota is not null,
       updated_at = v_now
-    where e.id = any(v_ids)
-      and e.status = 'requested'
+    from unnest(v_ids) as a (id)
+    where e.id = a.id
+      and e.status = v_requested
     returning e.id
   )
   select coalesce(array_agg(a.id), '{}') into v_ids from admitted a;

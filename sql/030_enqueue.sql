@@ -16,7 +16,6 @@ comment on function usher.action_lock_key(text) is
 create or replace function usher.prepare_execution()
 returns trigger
 language plpgsql
-set plan_cache_mode = force_generic_plan
 as $$
 declare
   v_action usher.actions;

@@ -49,9 +49,11 @@ begin
   return query
   update usher.executions e
   set lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
-  where e.id = any(p_execution_ids)
-    and e.lease_token = any(p_lease_tokens)
-    and e.status in ('running', 'canceling')
+  from unnest(p_execution_ids, p_lease_tokens) as h (id, lease_token)
+  -- A lease token is set exactly while running or canceling (executions_lease_iff_running); a
+  -- status condition here would let a generic plan walk every running execution.
+  where e.id = h.id
+    and e.lease_token = h.lease_token
   returning e.id, e.lease_token, e.status, e.lease_expires_at;
 end
 $$;

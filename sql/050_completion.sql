@@ -34,13 +34,13 @@ declare
   v_status text;
   v_retry_at timestamptz;
 begin
+  -- By id alone, then checked: a status condition here would let a generic plan walk the partial
+  -- index of every running execution instead of the primary key.
   select * into v_execution
   from usher.executions e
   where e.id = p_id
-    and e.lease_token = p_lease_token
-    and e.status in ('running', 'canceling')
   for update;
-  if not found then
+  if v_execution.lease_token is distinct from p_lease_token or v_execution.status not in ('running', 'canceling') then
     -- Fenced: this lease was voided (expired and swept, or handed to another attempt).
     return null;
   end if;
@@ -228,9 +228,9 @@ begin
     perform usher.lock_lane(v_lane_key);
   end if;
   select * into v_execution from usher.executions e
-  where e.id = p_id and e.lease_token = p_lease_token and e.status in ('running', 'canceling')
+  where e.id = p_id
   for update;
-  if not found then
+  if v_execution.lease_token is distinct from p_lease_token or v_execution.status not in ('running', 'canceling') then
     return null;
   end if;
   if v_execution.status = 'canceling' then
@@ -299,6 +299,8 @@ declare
   v_scope_counted boolean[];
   v_lane record;
   v_admitted bigint[] := '{}';
+  -- A variable, not the literal, so no plan reads the partial index of every scheduled row (as in admit_lane_head).
+  v_scheduled constant text := 'scheduled';
 begin
   if cardinality(p_ids) is distinct from cardinality(p_lease_tokens)
       or cardinality(p_ids) is distinct from cardinality(p_results) then
@@ -310,12 +312,15 @@ begin
   -- workers completing in the same lanes cannot deadlock. lane_key never changes while an
   -- execution holds a slot, so it can be read before the lock.
   perform 1 from usher.lanes l
-  where l.lane_key in (select e.lane_key from usher.executions e where e.id = any(p_ids))
+  where l.lane_key = any (array(
+    select e.lane_key from usher.executions e join unnest(p_ids) as i (id) on e.id = i.id where e.lane_key is not null))
   order by l.lane_key
   for update;
 
   -- Completing wins over a pending cancel, as in conclude_attempt. A token that no longer matches
-  -- (the lease was voided) leaves its row alone.
+  -- (the lease was voided) leaves its row alone; a token is only set while running or canceling
+  -- (executions_lease_iff_running), so no status condition, which would lead a generic plan to
+  -- walk every running execution.
   with done as (
     update usher.executions e
     set status = 'completed',
@@ -328,7 +333,6 @@ begin
     from unnest(p_ids, p_lease_tokens, p_results) as i (id, lease_token, result)
     where e.id = i.id
       and e.lease_token = i.lease_token
-      and e.status in ('running', 'canceling')
     returning e.id, e.lane_key, e.scope_counted
   )
   select coalesce(array_agg(d.id order by d.id), '{}'), array_agg(d.lane_key), array_agg(d.scope_counted)
@@ -354,7 +358,7 @@ begin
   end if;
   -- Workers are woken only for admitted executions this claim left behind (another action's, or
   -- more than the freed slots): waking them for what was just claimed would only cost empty claims.
-  if exists (select 1 from usher.executions e where e.id = any(v_admitted) and e.status = 'scheduled') then
+  if exists (select 1 from usher.executions e join unnest(v_admitted) as a (id) on e.id = a.id where e.status = v_scheduled) then
     perform pg_notify('usher.execution_scheduled', '');
   end if;
 

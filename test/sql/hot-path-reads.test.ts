@@ -1,0 +1,102 @@
+/**
+ * The hot path reads a bounded number of rows, whatever the backlog: each statement finds its rows
+ * through the primary key or from the head of a partial index, never by walking every waiting,
+ * scheduled or running execution. Counted with pg_stat_get_xact_tuples_returned, which gives the
+ * current transaction's own reads of a table (sequential scans) or an index (counts are stable
+ * where timings are not).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { admitQueued } from '../../src/queue/executor-calls.ts';
+import * as calls from '../../src/queue/worker-calls.ts';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+
+let t: TestDatabase;
+let workerId: string;
+const LANE_BACKLOG = 5_000;
+const OTHER_SCHEDULED = 3_000;
+const OTHER_RUNNING = 1_000;
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  workerId = await calls.registerWorker(t.pool, {
+    name: 'sql-hot-path', host: 'test', pid: 1, concurrency: 10,
+    actions: [{ ref: 'hot.serial' }, { ref: 'hot.free' }, { ref: 'hot.elsewhere' }],
+  });
+  await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, max_queue_length) values ('hot-serial', 'hot.serial', 1, 100000)`);
+  // A long serial lane, a backlog of another action no worker here runs, and many running elsewhere.
+  await t.pool.query(`insert into usher.executions (action_ref) select 'hot.serial' from generate_series(1, $1)`, [LANE_BACKLOG]);
+  await t.pool.query(`insert into usher.executions (action_ref) select 'hot.elsewhere' from generate_series(1, $1)`, [OTHER_SCHEDULED + OTHER_RUNNING]);
+  await t.pool.query(`insert into usher.executions (action_ref) select 'hot.free' from generate_series(1, 3)`);
+  await admitQueued(t.pool);
+  await calls.claimScheduled(t.pool, '0', ['hot.elsewhere'], OTHER_RUNNING, 300);
+}, 120_000);
+afterAll(() => t.drop());
+
+interface Reads {
+  /** Rows read by sequential scans of usher.executions. */
+  seq: number;
+  /** Index entries read from indexes of usher.executions. */
+  index: number;
+}
+
+/**
+ * Runs `work` in a transaction that is rolled back, and counts what it read of usher.executions. A
+ * fresh connection each time: a backend's unflushed counts can include its earlier transactions.
+ */
+async function readsOf(work: (client: pg.Client) => Promise<unknown>): Promise<Reads> {
+  const client = await t.connect();
+  try {
+    await client.query('begin');
+    await work(client);
+    const { rows: [reads] } = await client.query<{ seq: number; index: number }>(
+      `select pg_stat_get_xact_tuples_returned('usher.executions'::regclass)::int as seq,
+         (select sum(pg_stat_get_xact_tuples_returned(i.indexrelid))::int from pg_index i where i.indrelid = 'usher.executions'::regclass) as index`,
+    );
+    return reads!;
+  } finally {
+    await client.query('rollback');
+    await client.end();
+  }
+}
+
+describe('reads on the hot path, with 5,000 waiting in a lane, 3,000 scheduled and 1,000 running of another action', () => {
+  it('claims the lane head and the free executions without walking the backlog', async () => {
+    const reads = await readsOf(async (client) => {
+      const claims = await calls.claimScheduled(client, workerId, ['hot.serial', 'hot.free'], 10, 30);
+      expect(claims).toHaveLength(4);
+    });
+    expect(reads.seq).toBe(0);
+    expect(reads.index).toBeLessThan(50);
+  });
+
+  it('completes a serial execution, admits the next of its lane and claims it, reading a few dozen entries', async () => {
+    const [claim] = await calls.claimScheduled(t.pool, workerId, ['hot.serial'], 1, 30);
+    const reads = await readsOf(async (client) => {
+      const answer = await calls.completeAndClaim(client, [{ claim: claim!, resultJson: 'null' }], { workerId, actionRefs: ['hot.serial'], limit: 1, leaseSeconds: 30 });
+      expect(answer.statuses).toEqual(['completed']);
+      expect(answer.claims).toHaveLength(1);
+    });
+    expect(reads.seq).toBe(0);
+    expect(reads.index).toBeLessThan(50);
+  });
+
+  it('renews leases and fails an execution by primary key, not by the running ones', async () => {
+    const running = await t.pool.query<{ id: string; lease_token: string }>(
+      `select id, lease_token from usher.executions where action_ref = 'hot.elsewhere' and status = 'running' order by id limit 5`);
+    const heartbeat = await readsOf(async (client) => {
+      const held = await calls.heartbeatWorker(client, '0', running.rows, 30);
+      expect(held).toHaveLength(5);
+    });
+    expect(heartbeat).toEqual({ seq: 0, index: expect.any(Number) });
+    expect(heartbeat.index).toBeLessThan(20);
+
+    const failing = await readsOf(async (client) => {
+      const [first] = running.rows;
+      const status = await client.query(`select usher.fail_execution($1, $2, 'boom', null, false) as status`, [first!.id, first!.lease_token]);
+      expect(status.rows).toEqual([{ status: 'failed' }]);
+    });
+    expect(failing.seq).toBe(0);
+    expect(failing.index).toBeLessThan(20);
+  });
+});
