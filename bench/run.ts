@@ -19,6 +19,7 @@ import { latency } from './scenarios/s5-latency.ts';
 import { enqueueRate } from './scenarios/s6-enqueue.ts';
 import { floor } from './scenarios/s7-floor.ts';
 import { tableScale } from './scenarios/s8-scale.ts';
+import { workerMemory } from './scenarios/s9-memory.ts';
 import type { RunContext, ScenarioResult } from './stats.ts';
 
 const scenarios: Record<string, (ctx: RunContext) => Promise<ScenarioResult>> = {
@@ -30,6 +31,7 @@ const scenarios: Record<string, (ctx: RunContext) => Promise<ScenarioResult>> = 
   s6: enqueueRate,
   s7: floor,
   s8: tableScale,
+  s9: workerMemory,
 };
 
 const { values: args } = parseArgs({

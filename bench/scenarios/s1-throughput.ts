@@ -24,7 +24,7 @@ export async function bulkThroughput(ctx: RunContext): Promise<ScenarioResult> {
     title: `1. Bulk throughput, no limit (${total.toLocaleString('en')} no-op jobs, worker processes × concurrency)`,
     notes: [
       `Each run is capped at ${capMs / 1000} s; a capped rate counts the jobs finished within the cap.`,
-      'rss_mb: the largest resident set of one worker process during the run.',
+      'rss_mb: the largest resident set of one worker process during the run: a harness process that runs each system\'s workers under the TypeScript loader (tsx, about 30 MB of it). Scenario 9 measures `usher worker` itself.',
     ],
     metrics: [
       { key: 'rate', label: 'exec/s', better: 'higher' },

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { loadPacks } from '../worker/packs.ts';
+import { loadPacks, typescriptLoaderActive } from '../worker/packs.ts';
 import { Worker } from '../worker/worker.ts';
 import { openContext } from './context.ts';
 
@@ -14,6 +14,8 @@ export async function runWorker(options: WorkerCommandOptions): Promise<void> {
   const { config, log, lifecycle, database } = await openContext('worker');
   const actions = await loadPacks(options.packs);
   if (actions.length === 0) log.warn({ event: 'worker:no_actions', packs: options.packs }, 'no handlers found; this worker will run nothing');
+  // The TypeScript loader costs about 30 MB: it is there when the sources run uncompiled or a pack needs it.
+  log.info({ event: 'worker:packs_loaded', packs: options.packs, actions: actions.length, typescript_loader: typescriptLoaderActive() }, 'handlers loaded');
   const worker = new Worker({
     databaseUrl: database.url,
     actions,

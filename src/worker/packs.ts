@@ -3,7 +3,7 @@
  * `<pack>.<name>`. A handler module default-exports `async (params, ctx) => result` and may export
  * `description` and `timeout_seconds`, used when the action is first registered.
  */
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { basename, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { UsherError } from '../errors.ts';
@@ -33,10 +33,39 @@ export async function loadPacks(dir: string): Promise<LoadedAction[]> {
     }
     const files = (await readdir(join(root, pack.name))).filter((file) => handlerExtensions.has(extname(file)) && !file.endsWith('.d.ts')).sort();
     for (const file of files) {
-      actions.push(await loadHandler(join(root, pack.name, file), pack.name));
+      const path = join(root, pack.name, file);
+      if (await needsTypescript(path)) await ensureTypescriptLoader();
+      actions.push(await loadHandler(path, pack.name));
     }
   }
   return actions;
+}
+
+const typescriptLoader = Symbol.for('usher.typescript_loader');
+
+/** Whether this process loads TypeScript through tsx (the sources run so, or a pack needed it). */
+export function typescriptLoaderActive(): boolean {
+  return Boolean((globalThis as Record<symbol, unknown>)[typescriptLoader]);
+}
+
+/** TypeScript needs tsx, which the compiled CLI does not load until a pack asks for it. */
+async function ensureTypescriptLoader(): Promise<void> {
+  const global = globalThis as Record<symbol, unknown>;
+  if (global[typescriptLoader]) return;
+  const { register } = await import('tsx/esm/api');
+  register();
+  global[typescriptLoader] = true;
+}
+
+// A JavaScript handler that imports TypeScript directly (`from './shared.ts'`).
+const typescriptImport = /(?:\bfrom|\bimport)\s*\(?\s*['"][^'"]+\.[cm]?tsx?['"]/;
+
+/**
+ * Whether a handler needs the TypeScript loader. Decided before the first import: Node keeps a
+ * failed import of a .ts file, so loading the loader afterwards would not help.
+ */
+async function needsTypescript(path: string): Promise<boolean> {
+  return extname(path) === '.ts' || typescriptImport.test(await readFile(path, 'utf8'));
 }
 
 async function loadHandler(path: string, pack: string): Promise<LoadedAction> {

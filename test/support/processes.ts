@@ -19,8 +19,8 @@ export interface UsherProcess {
 
 const live = new Set<UsherProcess>();
 
-export function spawnUsher(args: string[], env: Record<string, string | undefined>): UsherProcess {
-  const child = spawn(process.execPath, [cliPath, ...args], {
+export function spawnUsher(args: string[], env: Record<string, string | undefined>, cli = cliPath): UsherProcess {
+  const child = spawn(process.execPath, [cli, ...args], {
     env: {
       ...process.env,
       USHER_LOG_LEVEL: 'info',
