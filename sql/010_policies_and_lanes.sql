@@ -29,27 +29,32 @@ $$;
 comment on function usher.effective_policy(text) is
   'The enabled policy that governs new executions of an action: narrowest scope (action, pack, global), then highest priority, then newest. All columns null when none.';
 
+-- PL/pgSQL, as the policy lookups above: called by every enqueue, where a SQL function with a
+-- subquery was planned again in each transaction.
 create or replace function usher.lane_key_for(p_policy usher.policies, p_params jsonb)
 returns text
-language sql
+language plpgsql
 immutable
 as $$
-  select case
-    when p_policy.id is null then null
-    else
-      case
-        when p_policy.action_ref is not null then 'action:' || p_policy.action_ref
-        when p_policy.pack_ref is not null then 'pack:' || p_policy.pack_ref
-        else 'global'
-      end
-      || case
-        when cardinality(p_policy.parameters) = 0 then ''
-        else '#' || (
-          select jsonb_agg(p_params #> string_to_array(t.path, '.') order by t.ord)
-          from unnest(p_policy.parameters) with ordinality as t (path, ord)
-        )::text
-      end
-  end
+declare
+  v_scope text;
+begin
+  if p_policy.id is null then
+    return null;
+  end if;
+  v_scope := case
+    when p_policy.action_ref is not null then 'action:' || p_policy.action_ref
+    when p_policy.pack_ref is not null then 'pack:' || p_policy.pack_ref
+    else 'global'
+  end;
+  if cardinality(p_policy.parameters) = 0 then
+    return v_scope;
+  end if;
+  return v_scope || '#' || (
+    select jsonb_agg(p_params #> string_to_array(t.path, '.') order by t.ord)
+    from unnest(p_policy.parameters) with ordinality as t (path, ord)
+  )::text;
+end
 $$;
 
 comment on function usher.lane_key_for(usher.policies, jsonb) is
@@ -108,11 +113,13 @@ comment on function usher.notify_ids(text, bigint[]) is
 
 create or replace function usher.action_is_paused(p_action_ref text)
 returns boolean
-language sql
+language plpgsql
 stable
 as $$
-  select exists (select 1 from usher.actions a where a.ref = p_action_ref and a.paused_at is not null)
-    or exists (select 1 from usher.pack_pauses p where p.pack_ref = split_part(p_action_ref, '.', 1))
+begin
+  return exists (select 1 from usher.actions a where a.ref = p_action_ref and a.paused_at is not null)
+    or exists (select 1 from usher.pack_pauses p where p.pack_ref = split_part(p_action_ref, '.', 1));
+end
 $$;
 
 comment on function usher.action_is_paused(text) is 'Whether the action, or its pack, is paused: its executions are not admitted.';

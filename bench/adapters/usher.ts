@@ -1,4 +1,6 @@
 /** Usher through its public TypeScript API: plain INSERTs, embedded Worker and Executor. */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createLogger } from '../../src/log.ts';
 import { Executor, migrate, Worker } from '../../src/index.ts';
@@ -9,9 +11,11 @@ import type { Adapter, Job, Mode, RunningWorkers, SystemConfig, WorkerSettings }
 const DATABASE = 'bench_usher';
 const ACTION = 'bench.noop';
 const log = createLogger('silent');
+const cliPath = fileURLToPath(new URL('../../bin/usher.js', import.meta.url));
 
 export class UsherAdapter implements Adapter {
   private pool: pg.Pool | undefined;
+  private apiUrl: string | undefined;
   private readonly url = databaseUrl(DATABASE);
 
   constructor(readonly config: SystemConfig) {}
@@ -81,6 +85,44 @@ export class UsherAdapter implements Adapter {
     }, log);
     executor.start();
     return { stop: () => executor.stop() };
+  }
+
+  /**
+   * `usher api` in a process of its own (as deployed), on a port it picks; enqueue through it with
+   * enqueueOneByApi. Keep-alive connections, as a client in production would hold.
+   */
+  async startApi(): Promise<RunningWorkers> {
+    const child = spawn(process.execPath, [cliPath, 'api', '--port', '0'], {
+      env: { ...process.env, DATABASE_URL: this.url, USHER_LOG_LEVEL: 'info', USHER_API_TOKENS: '' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    if (process.env.API_LOG) child.stdout!.on('data', (c: Buffer) => process.stderr.write(c));
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    this.apiUrl = await new Promise<string>((resolve, reject) => {
+      let buffered = '';
+      child.stdout!.on('data', (chunk: Buffer) => {
+        buffered += chunk.toString('utf8');
+        const listening = buffered.split('\n').map((line) => /"event":"api:listening".*?"url":"([^"]+)"/.exec(line)?.[1]).find(Boolean);
+        if (listening) resolve(listening);
+      });
+      child.once('exit', (code) => reject(new Error(`usher api exited (${code}) before listening`)));
+    });
+    return {
+      stop: async () => {
+        child.kill('SIGTERM');
+        await exited;
+        this.apiUrl = undefined;
+      },
+    };
+  }
+
+  async enqueueOneByApi(job: Job): Promise<void> {
+    const response = await fetch(`${this.apiUrl}/api/v1/executions/execute`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ action_ref: ACTION, parameters: job }),
+    });
+    if (response.status !== 201) throw new Error(`POST /executions/execute answered ${response.status}: ${await response.text()}`);
   }
 
   async remaining(): Promise<number> {

@@ -5,7 +5,7 @@
  * Subscribers read the log themselves from their own position, so a slow one holds up no one.
  */
 import type pg from 'pg';
-import { backoffMs } from '../backoff.ts';
+import { backoffMs, delay } from '../backoff.ts';
 import { Listener } from '../db/listener.ts';
 import type { Logger } from '../log.ts';
 import { lastEventPosition, readExecutionEvents, sequenceExecutionEvents, type ExecutionEvent } from '../queue/events.ts';
@@ -21,6 +21,13 @@ export interface EventFollowerOptions {
   readonly streamPollMs?: number;
   /** Poll otherwise; default 2 s. */
   readonly idlePollMs?: number;
+  /**
+   * Least time between two passes, so a burst of NOTIFYs (one per enqueue and per completion
+   * batch) costs one sequencing transaction, not one each: default 20 ms while a stream is
+   * open, 200 ms otherwise (metrics only).
+   */
+  readonly streamCoalesceMs?: number;
+  readonly idleCoalesceMs?: number;
 }
 
 const channels = [
@@ -67,10 +74,16 @@ export class EventFollower {
 
   private async run(): Promise<void> {
     let failures = 0;
+    let lastPass = -Infinity;
     while (!this.stopping.signal.aborted) {
-      const pollMs = this.subscribers.size > 0 ? this.options.streamPollMs ?? 250 : this.options.idlePollMs ?? 2_000;
+      const streaming = this.subscribers.size > 0;
+      const pollMs = streaming ? this.options.streamPollMs ?? 250 : this.options.idlePollMs ?? 2_000;
       await this.wakeup.wait(failures > 0 ? backoffMs(failures) : pollMs);
+      const coalesceMs = streaming ? this.options.streamCoalesceMs ?? 20 : this.options.idleCoalesceMs ?? 200;
+      const early = lastPass + coalesceMs - performance.now();
+      if (early > 0) await delay(early, this.stopping.signal);
       if (this.stopping.signal.aborted) break;
+      lastPass = performance.now();
       try {
         await this.followOnce();
         failures = 0;
