@@ -70,7 +70,7 @@ export async function floor(ctx: RunContext): Promise<ScenarioResult> {
     id: 's7',
     title: `7. The floor: pgbench with the minimum work per execution (${CLIENTS} clients, ${seconds} s) vs Usher draining ${total.toLocaleString('en')} (one worker process, concurrency ${CLIENTS})`,
     notes: [
-      'floor: pgbench transactions/s of a script that claims one row (UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)) and completes it: two commits per execution (Usher now commits once per execution, complete_and_claim, but does far more per commit). floor with insert: the same after an INSERT (three commits).',
+      'floor: pgbench transactions/s of a script that claims one row (UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)) and completes it: two commits per execution, one row per statement. Usher commits once per batch of completions (complete_and_claim ends every execution whose handler returned while the previous batch was on its way, and claims for the freed slots), so it can pass this unbatched floor. floor with insert: the same after an INSERT (three commits).',
       'fraction: Usher\'s rate ÷ floor. Usher\'s execution also writes a lease, a worker id and times, goes through PL/pgSQL functions and runs a handler in Node.',
     ],
     metrics: [
