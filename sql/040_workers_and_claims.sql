@@ -39,6 +39,7 @@ create or replace function usher.heartbeat_worker(
 returns table (execution_id bigint, lease_token uuid, status text, lease_expires_at timestamptz)
 language plpgsql
 set plan_cache_mode = force_generic_plan
+set jit = off
 as $$
 begin
   update usher.workers w
@@ -109,6 +110,7 @@ returns table (
 )
 language plpgsql
 set plan_cache_mode = force_generic_plan
+set jit = off
 as $$
 #variable_conflict use_column
 begin

@@ -122,6 +122,7 @@ create or replace function usher.end_execution(
 returns text
 language plpgsql
 set plan_cache_mode = force_generic_plan
+set jit = off
 as $$
 declare
   v_lane_key text;
@@ -290,6 +291,7 @@ returns table (
 )
 language plpgsql
 set plan_cache_mode = force_generic_plan
+set jit = off
 as $$
 #variable_conflict use_column
 declare

@@ -67,7 +67,12 @@ export class GraphileWorkerAdapter implements Adapter {
         },
       },
     });
-    return { stop: () => runner.stop() };
+    return {
+      // Its runner can stop itself (say, after its pool saw an error); the jobs it ran are counted.
+      stop: () => runner.stop().catch((error: Error) => {
+        if (!/already stopped/.test(error.message)) throw error;
+      }),
+    };
   }
 
   async startServices(): Promise<RunningWorkers> {

@@ -176,7 +176,12 @@ export class Worker {
 
   /** Claimed executions join the waiting line, and start in claim order as slots allow. */
   private accept(claims: readonly ClaimedExecution[], claimSentAt: number): void {
-    for (const claim of claims) this.waiting.push(new RunningExecution(claim, claimSentAt));
+    for (const claim of claims) {
+      const execution = new RunningExecution(claim, claimSentAt);
+      // Claimed by a batch of completions sent before a stop began: handed back, not started.
+      if (this.stopping.signal.aborted) execution.abort('shutdown');
+      this.waiting.push(execution);
+    }
     this.startWaiting();
   }
 

@@ -81,6 +81,16 @@ describe('reads on the hot path, with 5,000 waiting in a lane, 3,000 scheduled a
     expect(reads.index).toBeLessThan(50);
   });
 
+  it('runs the entry points with generic plans and without JIT, whose compile cost a big table\'s estimates would set off', async () => {
+    const { rows } = await t.pool.query<{ name: string; config: string[] }>(
+      `select p.proname as name, p.proconfig as config from pg_proc p
+       where p.pronamespace = 'usher'::regnamespace
+         and p.proname in ('claim_scheduled', 'complete_and_claim', 'end_execution', 'heartbeat_worker', 'admit_lane')
+       order by 1`);
+    expect(rows).toEqual(['admit_lane', 'claim_scheduled', 'complete_and_claim', 'end_execution', 'heartbeat_worker']
+      .map((name) => ({ name, config: ['plan_cache_mode=force_generic_plan', 'jit=off'] })));
+  });
+
   it('renews leases and fails an execution by primary key, not by the running ones', async () => {
     const running = await t.pool.query<{ id: string; lease_token: string }>(
       `select id, lease_token from usher.executions where action_ref = 'hot.elsewhere' and status = 'running' order by id limit 5`);
