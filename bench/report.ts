@@ -26,9 +26,14 @@ export function ratio(scenario: ScenarioResult, row: Row, key: string): number {
   return metric.better === 'higher' ? mine / theirs : theirs / mine;
 }
 
+function runs(scenarios: readonly ScenarioResult[]): number {
+  return new Set(scenarios.map((scenario) => scenario.run?.date)).size;
+}
+
 export function markdown(meta: RunMeta, scenarios: ScenarioResult[]): string {
   const lines: string[] = [];
-  lines.push(`Run ${meta.date}${meta.quick ? ' (--quick)' : ''}: median of ${meta.repeats} runs per row, configurations interleaved within each round. ` +
+  const merged = runs(scenarios) > 1;
+  lines.push(`${merged ? 'Latest run' : 'Run'} ${meta.date}${meta.quick ? ' (--quick)' : ''}: median of ${meta.repeats} runs per row, configurations interleaved within each round. ` +
     `${meta.machine.cores} cores (${meta.machine.cpus}), ${meta.machine.memory_gb} GB, Node ${meta.node}, Postgres ${meta.postgres.server_version} ` +
     `(synchronous_commit=${meta.postgres.synchronous_commit}, fsync=${meta.postgres.fsync}, shared_buffers=${meta.postgres.shared_buffers}). ` +
     `Versions: ${Object.entries(meta.versions).map(([name, version]) => `${name} ${version}`).join(', ')}. Took ${meta.seconds.toFixed(0)} s.`);
@@ -36,6 +41,7 @@ export function markdown(meta: RunMeta, scenarios: ScenarioResult[]): string {
   lines.push('"× Usher" is the median of Usher\'s best configuration in the group divided by the row\'s on the first metric (inverted where lower is better): above 1, Usher is ahead. * marks a row where a run hit its time cap.');
   for (const scenario of scenarios) {
     lines.push('', `### ${scenario.title}`, '');
+    if (merged && scenario.run) lines.push(`- Measured in the run of ${scenario.run.date} (usher ${scenario.run.usher}).`);
     for (const note of scenario.notes) lines.push(`- ${note}`);
     if (scenario.notes.length > 0) lines.push('');
     const first = scenario.metrics[0]!;

@@ -1,7 +1,8 @@
 /**
  * The side-by-side benchmark: `npm run bench` (full) or `npm run bench:quick` (small counts).
  * Options: --quick, --repeats N, --only s1,s2,…, --systems usher,graphile-worker,…, --out DIR,
- * --merge (keep the other scenarios of DIR/benchmarks.json, replace the ones run now).
+ * --merge (keep the other scenarios of DIR/benchmarks.json, replace the ones run now; each
+ * scenario's table then names the run it comes from), --report (render DIR/benchmarks.json again, run nothing).
  * Writes DIR/benchmarks.json, DIR/benchmarks.md (tables) and DIR/benchmarks.svg (ratios).
  */
 import { execFileSync } from 'node:child_process';
@@ -42,8 +43,10 @@ const { values: args } = parseArgs({
     systems: { type: 'string' },
     out: { type: 'string', default: 'bench/results' },
     merge: { type: 'boolean', default: false },
+    report: { type: 'boolean', default: false },
   },
 });
+
 
 const quick = args.quick!;
 const repeats = Number(args.repeats ?? (quick ? 1 : 3));
@@ -94,14 +97,25 @@ process.on('unhandledRejection', (reason) => {
   console.error(`  (unhandled rejection in a system under test: ${String((reason as Error)?.message ?? reason).split('\n')[0]})`);
 });
 
+if (args.report) {
+  // Only renders DIR/benchmarks.json again (after a change to the report's format).
+  const saved = JSON.parse(await readFile(`${args.out}/benchmarks.json`, 'utf8')) as { meta: RunMeta; scenarios: ScenarioResult[] };
+  await writeFile(`${args.out}/benchmarks.md`, await withTable(`${args.out}/benchmarks.md`, markdown(saved.meta, saved.scenarios)));
+  await writeFile(`${args.out}/benchmarks.svg`, svgChart(saved.scenarios));
+  process.exit(0);
+}
+
 const started = performance.now();
 const results: ScenarioResult[] = [];
 for (const id of selected) {
   const scenario = scenarios[id];
   if (!scenario) throw new Error(`unknown scenario ${id}; known: ${Object.keys(scenarios).join(', ')}`);
   console.error(`== ${id}`);
-  results.push(await scenario(ctx));
-  await writeOutputs(await runMeta(), false);
+  const result = await scenario(ctx);
+  const meta = await runMeta();
+  result.run = { date: meta.date, usher: meta.versions.usher! };
+  results.push(result);
+  await writeOutputs(meta, false);
 }
 for (const database of ['bench_usher', 'bench_graphile', 'bench_pgboss', 'bench_bullmq', 'bench_floor']) await dropDatabase(database);
 

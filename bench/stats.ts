@@ -39,6 +39,8 @@ export interface ScenarioResult {
   readonly notes: string[];
   readonly metrics: MetricDef[];
   readonly rows: Row[];
+  /** The invocation that measured it (set by run.ts; a merged report can hold several). */
+  run?: { readonly date: string; readonly usher: string };
 }
 
 export interface RunContext {
