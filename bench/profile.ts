@@ -2,6 +2,8 @@
  * Where a strict-FIFO execution's time goes on the server: drains a threshold-1 lane with
  * track_functions = 'all' and prints pg_stat_user_functions (calls, total and self ms per call).
  * Usage: npx tsx bench/profile.ts [jobs] [serial|free]
+ * TRACK=pl counts PL/pgSQL functions only ('all' keeps SQL functions from being inlined, which
+ * changes what it measures); LOG_STATEMENTS=1 logs every statement of the run to the server log.
  */
 import pg from 'pg';
 import { UsherAdapter } from './adapters/usher.ts';
