@@ -27,9 +27,10 @@ declare
   v_usage usher.scope_usage;
   v_any_paused boolean;
   v_skip_backoff boolean;
-  -- The status to re-check, as a variable: the literal would match the predicate of the partial
-  -- index executions_requested_by_lane, and a generic plan could then read every waiting row
-  -- instead of fetching these few by primary key.
+  -- The status to re-check, as a variable inside IS TRUE: a literal would match the predicate of
+  -- the partial index executions_requested_by_lane, and a plain comparison would be an index
+  -- condition on executions_by_action_status; with either, a generic plan could read every
+  -- waiting row instead of fetching these few by primary key.
   v_requested constant text := 'requested';
   -- A cursor is planned for its first rows: an ordered walk of executions_requested_by_lane from
   -- the head, however long the lane. As a plain query, a generic plan may read and sort the whole lane.
@@ -101,7 +102,7 @@ begin
       updated_at = v_now
     from unnest(v_ids) as a (id)
     where e.id = a.id
-      and e.status = v_requested
+      and (e.status = v_requested) is true
     returning e.id
   )
   select coalesce(array_agg(a.id), '{}') into v_ids from admitted a;

@@ -301,7 +301,7 @@ declare
   v_scope_counted boolean[];
   v_lane record;
   v_admitted bigint[] := '{}';
-  -- A variable, not the literal, so no plan reads the partial index of every scheduled row (as in admit_lane_head).
+  -- Compared inside IS TRUE, so no plan reads an index of every scheduled row (as in admit_lane_head).
   v_scheduled constant text := 'scheduled';
 begin
   if cardinality(p_ids) is distinct from cardinality(p_lease_tokens)
@@ -360,7 +360,7 @@ begin
   end if;
   -- Workers are woken only for admitted executions this claim left behind (another action's, or
   -- more than the freed slots): waking them for what was just claimed would only cost empty claims.
-  if exists (select 1 from usher.executions e join unnest(v_admitted) as a (id) on e.id = a.id where e.status = v_scheduled) then
+  if exists (select 1 from usher.executions e join unnest(v_admitted) as a (id) on e.id = a.id where (e.status = v_scheduled) is true) then
     perform pg_notify('usher.execution_scheduled', '');
   end if;
 

@@ -40,14 +40,14 @@ export async function startChaosWorker(
 export async function installAudit(pool: pg.Pool): Promise<void> {
   await pool.query(`
     create table if not exists public.chaos_admissions (
-      seq bigserial primary key, id bigint not null, lane_key text, queue_position bigint, attempt int);
+      seq bigserial primary key, id bigint not null, lane_key text, queue_position bigint, attempt int, scheduled_at timestamptz);
     create table if not exists public.chaos_endings (
       seq bigserial primary key, id bigint not null, status text not null, attempt int, worker_id bigint);
     create or replace function public.chaos_audit() returns trigger language plpgsql as $$
     begin
       if old.status = 'requested' and new.status = 'scheduled' then
-        insert into public.chaos_admissions (id, lane_key, queue_position, attempt)
-        values (new.id, new.lane_key, new.queue_position, new.attempt);
+        insert into public.chaos_admissions (id, lane_key, queue_position, attempt, scheduled_at)
+        values (new.id, new.lane_key, new.queue_position, new.attempt, new.scheduled_at);
       end if;
       if old.completed_at is null and new.completed_at is not null then
         insert into public.chaos_endings (id, status, attempt, worker_id) values (new.id, new.status, new.attempt, new.worker_id);
@@ -171,11 +171,16 @@ export async function expectSoundQueue(pool: pg.Pool, range: { first: string; la
   expect(await q('select lane_key, active_count from usher.lanes where active_count <> 0')).toEqual([]);
   expect(await q(`select id, status from usher.executions where id between $1 and $2 and status in ('scheduled', 'running', 'canceling')`,
     [range.first, range.last])).toEqual([]);
+  // One admission statement admits several of a lane at one instant (one scheduled_at), and its row
+  // triggers fire in whatever order the update visits them; admissions of one lane are serialised by
+  // its lock, so a later one has a later scheduled_at. Order: the instant, then the queue position.
   const inversions = await q(`
     with firsts as (
-      select distinct on (id) id, lane_key, queue_position, seq from public.chaos_admissions where id between $1 and $2 order by id, seq),
+      select distinct on (id) id, lane_key, queue_position, scheduled_at from public.chaos_admissions where id between $1 and $2 order by id, seq),
     ordered as (
-      select lane_key, id, queue_position, lag(queue_position) over (partition by lane_key order by seq) as previous from firsts)
+      select lane_key, id, queue_position,
+        lag(queue_position) over (partition by lane_key order by scheduled_at, queue_position) as previous
+      from firsts)
     select lane_key, id, queue_position, previous from ordered where previous > queue_position limit 5`, [range.first, range.last]);
   expect(inversions, 'per-lane admission order').toEqual([]);
   const endings = await q(`
