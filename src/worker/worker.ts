@@ -8,13 +8,13 @@ import type pg from 'pg';
 import { backoffMs, delay } from '../backoff.ts';
 import { Listener } from '../db/listener.ts';
 import { createPool } from '../db/pool.ts';
-import { isTransientDatabaseError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { ClaimedExecution, MarkResult } from '../queue/types.ts';
 import * as calls from '../queue/worker-calls.ts';
 import type { Completion } from '../queue/worker-calls.ts';
 import { Wakeup } from '../wakeup.ts';
 import { CompletionBatcher } from './completions.ts';
+import { markOutcome, markWithRetry } from './marks.ts';
 import type { LoadedAction } from './packs.ts';
 import { failureFromReason, RunningExecution, runHandler, type Outcome } from './runner.ts';
 
@@ -236,15 +236,15 @@ export class Worker {
       return false;
     }
     let claimed = false;
-    let status = await this.markWithRetry(async () => {
-      if (outcome.kind !== 'completed' || this.stopping.signal.aborted || this.fatal) return this.mark(claim, outcome);
+    let status = await markWithRetry(this.options.leaseSeconds, async () => {
+      if (outcome.kind !== 'completed' || this.stopping.signal.aborted || this.fatal) return markOutcome(this.pool, claim, outcome);
       const answer = await this.completions.complete({ claim, resultJson: outcome.resultJson });
       claimed = true;
       return answer;
     }, log);
     if (status === 'unstorable') {
       const failed = failureFromReason('the result could not be stored in Postgres (jsonb rejected it)');
-      status = await this.markWithRetry(() => this.mark(claim, failed), log);
+      status = await markWithRetry(this.options.leaseSeconds, () => markOutcome(this.pool, claim, failed), log);
     }
     if (status === null || status === 'unstorable') {
       log.warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
@@ -276,41 +276,6 @@ export class Worker {
     } catch (error) {
       this.claimsInFlight -= limit;
       throw error;
-    }
-  }
-
-  private mark(claim: ClaimedExecution, outcome: Outcome): Promise<MarkResult> {
-    switch (outcome.kind) {
-      case 'completed':
-        return calls.completeExecution(this.pool, claim, outcome.resultJson);
-      case 'failed':
-        return calls.failExecution(this.pool, claim, outcome.error, outcome.resultJson, outcome.retryable);
-      case 'postponed':
-        return calls.postponeExecution(this.pool, claim, outcome.until, outcome.reason);
-      case 'timeout':
-        return calls.timeOutExecution(this.pool, claim, outcome.error);
-      case 'aborted':
-        return outcome.cause === 'cancel'
-          ? calls.failExecution(this.pool, claim, 'aborted by cancel', null, false)
-          : calls.handBackExecution(this.pool, claim);
-    }
-  }
-
-  /** Retries transient failures for up to one lease; past that the lease is gone anyway. */
-  private async markWithRetry(markOnce: () => Promise<MarkResult>, log: Logger): Promise<MarkResult | 'unstorable'> {
-    const deadline = Date.now() + this.options.leaseSeconds * 1000;
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        return await markOnce();
-      } catch (error) {
-        if (!isTransientDatabaseError(error)) {
-          if ((error as { code?: string }).code?.startsWith('22')) return 'unstorable';
-          throw error;
-        }
-        if (Date.now() > deadline) throw error;
-        log.warn({ event: 'execution:mark_retrying', err: error, attempt }, 'mark failed; retrying');
-        await delay(backoffMs(attempt));
-      }
     }
   }
 
