@@ -103,9 +103,16 @@ begin
     from unnest(v_ids) as a (id)
     where e.id = a.id
       and (e.status = v_requested) is true
-    returning e.id
+    returning e.id, e.action_ref, e.attempt, coalesce(e.queued_at, e.created_at) as waiting_since
+  ),
+  -- The event stream's record of each admission (the row trigger leaves admissions to this statement).
+  recorded as (
+    insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
+    select a.id, a.action_ref, 'scheduled', 'requested', a.attempt, extract(epoch from v_now - a.waiting_since)
+    from admitted a
+    order by a.id
   )
-  select coalesce(array_agg(a.id), '{}') into v_ids from admitted a;
+  select coalesce(array_agg(a.id order by a.id), '{}') into v_ids from admitted a;
   v_admitted := cardinality(v_ids);
   if v_admitted = 0 then
     return '{}';
@@ -223,6 +230,7 @@ returns integer
 language plpgsql
 set plan_cache_mode = force_generic_plan
 set jit = off
+set enable_seqscan = off
 as $$
 declare
   v_admitted integer;

@@ -40,6 +40,7 @@ returns table (execution_id bigint, lease_token uuid, status text, lease_expires
 language plpgsql
 set plan_cache_mode = force_generic_plan
 set jit = off
+set enable_seqscan = off
 as $$
 begin
   update usher.workers w
@@ -111,6 +112,7 @@ returns table (
 language plpgsql
 set plan_cache_mode = force_generic_plan
 set jit = off
+set enable_seqscan = off
 set random_page_cost = 1.1
 as $$
 #variable_conflict use_column
@@ -138,17 +140,30 @@ begin
     ) p
     order by p.id
     limit p_limit
+  ),
+  claimed as (
+    update usher.executions e
+    set status = 'running',
+      worker_id = p_worker_id,
+      attempt = e.attempt + 1,
+      lease_token = gen_random_uuid(),
+      lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
+      started_at = clock_timestamp(),
+      updated_at = clock_timestamp()
+    where e.id = any (array(select picked.id from picked))
+    returning e.id, e.action_ref, e.params, e.attempt, e.lease_token, e.timeout_seconds, e.lease_expires_at,
+      e.started_at, e.scheduled_at
+  ),
+  -- The event stream's record of each claim (the row trigger leaves claims to this statement).
+  recorded as (
+    insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
+    select c.id, c.action_ref, 'running', 'scheduled', c.attempt, extract(epoch from c.started_at - c.scheduled_at)
+    from claimed c
+    order by c.id
   )
-  update usher.executions e
-  set status = 'running',
-    worker_id = p_worker_id,
-    attempt = e.attempt + 1,
-    lease_token = gen_random_uuid(),
-    lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
-    started_at = clock_timestamp(),
-    updated_at = clock_timestamp()
-  where e.id = any (array(select picked.id from picked))
-  returning e.id, e.action_ref, e.params, e.attempt, e.lease_token, e.timeout_seconds, e.lease_expires_at;
+  select c.id, c.action_ref, c.params, c.attempt, c.lease_token, c.timeout_seconds, c.lease_expires_at
+  from claimed c
+  order by c.id;
 end
 $$;
 

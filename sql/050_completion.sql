@@ -123,6 +123,7 @@ returns text
 language plpgsql
 set plan_cache_mode = force_generic_plan
 set jit = off
+set enable_seqscan = off
 as $$
 declare
   v_lane_key text;
@@ -292,6 +293,9 @@ returns table (
 language plpgsql
 set plan_cache_mode = force_generic_plan
 set jit = off
+set enable_seqscan = off
+-- Every status change in this function is recorded by its own statements: the row trigger stands aside.
+set usher.records_own_transitions = on
 as $$
 #variable_conflict use_column
 declare
@@ -301,8 +305,10 @@ declare
   v_scope_counted boolean[];
   v_lane record;
   v_admitted bigint[] := '{}';
-  -- Compared inside IS TRUE, so no plan reads an index of every scheduled row (as in admit_lane_head).
+  -- Compared inside IS TRUE, so no plan reads an index of every row in that status (as in admit_lane_head).
   v_scheduled constant text := 'scheduled';
+  v_running constant text := 'running';
+  v_canceling constant text := 'canceling';
 begin
   if cardinality(p_ids) is distinct from cardinality(p_lease_tokens)
       or cardinality(p_ids) is distinct from cardinality(p_results) then
@@ -319,10 +325,11 @@ begin
   order by l.lane_key
   for update;
 
-  -- Completing wins over a pending cancel, as in conclude_attempt. A token that no longer matches
-  -- (the lease was voided) leaves its row alone; a token is only set while running or canceling
-  -- (executions_lease_iff_running), so no status condition, which would lead a generic plan to
-  -- walk every running execution.
+  -- A token that no longer matches (the lease was voided) leaves its row alone. Running rows
+  -- first: the status is then known without reading the row before, so the event stream's
+  -- records are written here for the whole batch (the row trigger is off inside this function).
+  -- Status compared inside IS TRUE: as an index condition, a generic plan could walk every
+  -- running execution instead of the primary key.
   with done as (
     update usher.executions e
     set status = 'completed',
@@ -335,11 +342,48 @@ begin
     from unnest(p_ids, p_lease_tokens, p_results) as i (id, lease_token, result)
     where e.id = i.id
       and e.lease_token = i.lease_token
-    returning e.id, e.lane_key, e.scope_counted
+      and (e.status = v_running) is true
+    returning e.id, e.lane_key, e.scope_counted, e.action_ref, e.attempt, e.started_at
+  ),
+  recorded as (
+    insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
+    select d.id, d.action_ref, 'completed', 'running', d.attempt, extract(epoch from v_now - d.started_at)
+    from done d
+    order by d.id
   )
   select coalesce(array_agg(d.id order by d.id), '{}'), array_agg(d.lane_key), array_agg(d.scope_counted)
   into v_completed, v_lane_keys, v_scope_counted
   from done d;
+
+  if cardinality(v_completed) < cardinality(p_ids) then
+    -- The rest are stale tokens, or executions whose cancel was requested while they ran:
+    -- completing wins over a pending cancel, as in conclude_attempt.
+    with done as (
+      update usher.executions e
+      set status = 'completed',
+        result = i.result,
+        error = null,
+        completed_at = v_now,
+        updated_at = v_now,
+        lease_token = null,
+        lease_expires_at = null
+      from unnest(p_ids, p_lease_tokens, p_results) as i (id, lease_token, result)
+      where e.id = i.id
+        and e.lease_token = i.lease_token
+        and (e.status = v_canceling) is true
+      returning e.id, e.lane_key, e.scope_counted, e.action_ref, e.attempt, e.started_at
+    ),
+    recorded as (
+      insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
+      select d.id, d.action_ref, 'completed', 'canceling', d.attempt, extract(epoch from v_now - d.started_at)
+      from done d
+      order by d.id
+    )
+    select v_completed || coalesce(array_agg(d.id order by d.id), '{}'), v_lane_keys || array_agg(d.lane_key),
+      v_scope_counted || array_agg(d.scope_counted)
+    into v_completed, v_lane_keys, v_scope_counted
+    from done d;
+  end if;
 
   -- Each lane gives back its slots and admits its next executions once, for the whole batch.
   for v_lane in

@@ -23,44 +23,42 @@ create or replace trigger executions_record_inserted
   referencing new table as inserted
   for each statement execute function usher.record_inserted_executions();
 
--- One statement-level trigger with transition tables: a batch of completions or claims records its
--- changes in one INSERT, where a row trigger ran a PL/pgSQL call per row (half the cost of a
--- batched completion). It fires for every UPDATE of executions (transition tables cannot go with a
--- column list), so the join keeps only rows whose status changed; heartbeats record nothing.
-drop trigger if exists executions_record_status_change on usher.executions;
-drop function if exists usher.record_status_change();
+-- The hot path records its own changes, each in the statement that makes it, for a whole batch at
+-- once: admissions (requested to scheduled, made only by usher.admit_lane_head), claims (scheduled
+-- to running, only by usher.claim_scheduled) and everything usher.complete_and_claim does, which
+-- runs with usher.records_own_transitions on. Every other status change is recorded by this row
+-- trigger; they are rarer and mostly one row at a time. A statement-level trigger with transition
+-- tables cost about a third of a serial lane's time (capturing and firing for every one-row
+-- statement, whatever its body did), and a row trigger one PL/pgSQL call per row of a batch.
+drop trigger if exists executions_record_status_changes on usher.executions;
+drop function if exists usher.record_status_changes();
 
-create or replace function usher.record_status_changes()
+create or replace function usher.record_status_change()
 returns trigger
 language plpgsql
 as $$
 begin
   insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
-  select n.id, n.action_ref, n.status, o.status, n.attempt,
+  values (new.id, new.action_ref, new.status, old.status, new.attempt,
     extract(epoch from case
-      when o.status = 'requested' and n.status = 'scheduled'
-        then n.scheduled_at - coalesce(greatest(n.queued_at, n.run_at), n.created_at)
-      when o.status = 'scheduled' and n.status = 'running'
-        then n.started_at - n.scheduled_at
-      when o.status in ('running', 'canceling') and n.status <> 'canceling'
-        then coalesce(n.completed_at, clock_timestamp()) - o.started_at
-    end)
-  from changed_new n
-  join changed_old o on o.id = n.id
-  where o.status is distinct from n.status
-  order by n.id;
+      when old.status in ('running', 'canceling') and new.status <> 'canceling'
+        then coalesce(new.completed_at, clock_timestamp()) - old.started_at
+    end));
   return null;
 end
 $$;
 
-comment on function usher.record_status_changes() is
-  'AFTER UPDATE (per statement) on usher.executions: records each status change for the event stream, with the time spent in the previous status where it is known.';
+comment on function usher.record_status_change() is
+  'AFTER UPDATE (per row) on usher.executions: records a status change for the event stream, with the run time when a run ends. Admissions, claims and batched completions are recorded by usher.admit_lane_head, usher.claim_scheduled and usher.complete_and_claim themselves.';
 
-create or replace trigger executions_record_status_changes
-  after update on usher.executions
-  referencing old table as changed_old new table as changed_new
-  for each statement
-  execute function usher.record_status_changes();
+create or replace trigger executions_record_status_change
+  after update of status on usher.executions
+  for each row
+  when (old.status is distinct from new.status
+    and not (old.status = 'requested' and new.status = 'scheduled')
+    and not (old.status = 'scheduled' and new.status = 'running')
+    and current_setting('usher.records_own_transitions', true) is distinct from 'on')
+  execute function usher.record_status_change();
 
 create or replace function usher.sequence_execution_events(p_batch integer default 5000)
 returns bigint

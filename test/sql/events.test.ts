@@ -4,6 +4,7 @@
  * when transactions commit out of id order.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { cancelExecution } from '../../src/queue/cancel.ts';
 import { enqueue } from '../../src/queue/enqueue.ts';
 import { lastEventPosition, readExecutionEvents, sequenceExecutionEvents } from '../../src/queue/events.ts';
 import { admitQueued, deleteOldExecutionEvents } from '../../src/queue/executor-calls.ts';
@@ -56,6 +57,44 @@ describe('recording and sequencing', () => {
       [first.id, 'running', 'completed'],
       [second.id, 'requested', 'scheduled'],
     ]);
+  });
+
+  it('records what a batched completion does: each end with the status it left, the admission and the claim it makes', async () => {
+    const free = [];
+    for (let n = 0; n < 3; n += 1) free.push(await enqueue(t.pool, { action_ref: 'ev.free', params: { n } }));
+    const head = await enqueue(t.pool, { action_ref: 'ev.lane', params: { n: 1 } });
+    const next = await enqueue(t.pool, { action_ref: 'ev.lane', params: { n: 2 } });
+    await admitQueued(t.pool);
+    const claims = await calls.claimScheduled(t.pool, workerId, ['ev.free', 'ev.lane'], 10, 30);
+    expect(claims.map((claim) => claim.id)).toEqual([...free.map((e) => e.id), head.id]);
+    const [running, canceling, stale, laneHead] = claims;
+    await sequenceExecutionEvents(t.pool);
+    const start = await lastEventPosition(t.pool);
+
+    await cancelExecution(t.pool, canceling!.id);
+    const answer = await calls.completeAndClaim(t.pool, [
+      { claim: running!, resultJson: 'null' },
+      { claim: canceling!, resultJson: 'null' },
+      { claim: { ...stale!, lease_token: '00000000-0000-4000-8000-000000000000' }, resultJson: 'null' },
+      { claim: laneHead!, resultJson: 'null' },
+    ], { workerId, actionRefs: ['ev.lane'], limit: 10, leaseSeconds: 30 });
+    expect(answer.statuses).toEqual(['completed', 'completed', null, 'completed']);
+    expect(answer.claims.map((claim) => claim.id)).toEqual([next.id]);
+
+    await sequenceExecutionEvents(t.pool);
+    const events = await readExecutionEvents(t.pool, start, {}, 100);
+    expect(events.map((event) => [event.execution_id, event.previous_status, event.status])).toEqual([
+      [canceling!.id, 'running', 'canceling'],
+      [running!.id, 'running', 'completed'],
+      [laneHead!.id, 'running', 'completed'],
+      [canceling!.id, 'canceling', 'completed'],
+      [next.id, 'requested', 'scheduled'],
+      [next.id, 'scheduled', 'running'],
+    ]);
+    expect(events.map((event) => event.attempt)).toEqual([1, 1, 1, 1, 0, 1]);
+    for (const event of events.slice(1, 4)) expect(event.elapsed_seconds).toBeGreaterThanOrEqual(0);
+    expect(events[4]!.elapsed_seconds).toBeGreaterThanOrEqual(0);
+    expect(events[5]!.elapsed_seconds).toBeGreaterThanOrEqual(0);
   });
 
   it('measures the time spent in the previous status', async () => {

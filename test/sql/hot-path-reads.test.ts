@@ -49,6 +49,15 @@ interface Reads {
 async function readsOf(work: (client: pg.Client) => Promise<unknown>): Promise<Reads> {
   const client = await t.connect();
   try {
+    return await readsIn(client, work);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Counts what `work` reads of usher.executions in a rolled-back transaction of `client`. */
+async function readsIn(client: pg.Client, work: (client: pg.Client) => Promise<unknown>): Promise<Reads> {
+  try {
     await client.query('begin');
     await work(client);
     const { rows: [reads] } = await client.query<{ seq: number; index: number }>(
@@ -58,7 +67,6 @@ async function readsOf(work: (client: pg.Client) => Promise<unknown>): Promise<R
     return reads!;
   } finally {
     await client.query('rollback');
-    await client.end();
   }
 }
 
@@ -83,14 +91,21 @@ describe('reads on the hot path, with 5,000 waiting in a lane, 3,000 scheduled a
     expect(reads.index).toBeLessThan(50);
   });
 
-  it('runs the entry points with generic plans and without JIT, whose compile cost a big table\'s estimates would set off', async () => {
+  it('runs the entry points with generic plans, without JIT (whose compile cost a big table\'s estimates would set off) and without sequential scans', async () => {
     const { rows } = await t.pool.query<{ name: string; config: string[] }>(
       `select p.proname as name, p.proconfig as config from pg_proc p
        where p.pronamespace = 'usher'::regnamespace
          and p.proname in ('claim_scheduled', 'complete_and_claim', 'end_execution', 'heartbeat_worker', 'admit_lane')
        order by 1`);
     expect(rows).toEqual(['admit_lane', 'claim_scheduled', 'complete_and_claim', 'end_execution', 'heartbeat_worker']
-      .map((name) => ({ name, config: ['plan_cache_mode=force_generic_plan', 'jit=off', ...(name === 'claim_scheduled' ? ['random_page_cost=1.1'] : [])] })));
+      .map((name) => ({
+        name,
+        config: [
+          'plan_cache_mode=force_generic_plan', 'jit=off', 'enable_seqscan=off',
+          ...(name === 'claim_scheduled' ? ['random_page_cost=1.1'] : []),
+          ...(name === 'complete_and_claim' ? ['usher.records_own_transitions=on'] : []),
+        ],
+      })));
   });
 
   it('renews leases and fails an execution by primary key, not by the running ones', async () => {
@@ -111,4 +126,38 @@ describe('reads on the hot path, with 5,000 waiting in a lane, 3,000 scheduled a
     expect(failing.seq).toBe(0);
     expect(failing.index).toBeLessThan(20);
   });
+});
+
+describe('a worker session whose plans were made on a near-empty table that was never analysed', () => {
+  it('still reads by primary key and from index heads after the table grew to 25,000 rows', async () => {
+    const fresh = await createTestDatabase();
+    const session = await fresh.connect();
+    try {
+      // No statistics ever: the planner sizes the table by its pages when a plan is made, and a
+      // session keeps its generic plans until something invalidates them.
+      await fresh.pool.query('alter table usher.executions set (autovacuum_enabled = false)');
+      const worker = await calls.registerWorker(fresh.pool, {
+        name: 'sql-growth', host: 'test', pid: 1, concurrency: 10, actions: [{ ref: 'grow.serial' }],
+      });
+      await fresh.pool.query(`insert into usher.policies (ref, action_ref, threshold, max_queue_length) values ('grow-serial', 'grow.serial', 1, 100000)`);
+      await fresh.pool.query(`insert into usher.executions (action_ref) select 'grow.serial' from generate_series(1, 3)`);
+      await admitQueued(fresh.pool);
+      const next = { workerId: worker, actionRefs: ['grow.serial'], limit: 1, leaseSeconds: 30 };
+      const [first] = await calls.claimScheduled(session, worker, ['grow.serial'], 1, 30);
+      const planned = await calls.completeAndClaim(session, [{ claim: first!, resultJson: 'null' }], next);
+      expect(planned.claims).toHaveLength(1);
+
+      await fresh.pool.query(`insert into usher.executions (action_ref) select 'grow.serial' from generate_series(1, 25000)`);
+      const reads = await readsIn(session, async (client) => {
+        const answer = await calls.completeAndClaim(client, [{ claim: planned.claims[0]!, resultJson: 'null' }], next);
+        expect(answer.statuses).toEqual(['completed']);
+        expect(answer.claims).toHaveLength(1);
+      });
+      expect(reads.seq).toBe(0);
+      expect(reads.index).toBeLessThan(50);
+    } finally {
+      await session.end();
+      await fresh.drop();
+    }
+  }, 60_000);
 });
