@@ -300,15 +300,14 @@ as $$
 #variable_conflict use_column
 declare
   v_now timestamptz := clock_timestamp();
-  v_completed bigint[];
-  v_lane_keys text[];
-  v_scope_counted boolean[];
+  v_completed bigint[] := '{}';
+  v_lane_keys text[] := '{}';
+  v_scope_counted boolean[] := '{}';
+  v_from text;
   v_lane record;
   v_admitted bigint[] := '{}';
   -- Compared inside IS TRUE, so no plan reads an index of every row in that status (as in admit_lane_head).
   v_scheduled constant text := 'scheduled';
-  v_running constant text := 'running';
-  v_canceling constant text := 'canceling';
 begin
   if cardinality(p_ids) is distinct from cardinality(p_lease_tokens)
       or cardinality(p_ids) is distinct from cardinality(p_results) then
@@ -326,38 +325,13 @@ begin
   for update;
 
   -- A token that no longer matches (the lease was voided) leaves its row alone. Running rows
-  -- first: the status is then known without reading the row before, so the event stream's
-  -- records are written here for the whole batch (the row trigger is off inside this function).
-  -- Status compared inside IS TRUE: as an index condition, a generic plan could walk every
-  -- running execution instead of the primary key.
-  with done as (
-    update usher.executions e
-    set status = 'completed',
-      result = i.result,
-      error = null,
-      completed_at = v_now,
-      updated_at = v_now,
-      lease_token = null,
-      lease_expires_at = null
-    from unnest(p_ids, p_lease_tokens, p_results) as i (id, lease_token, result)
-    where e.id = i.id
-      and e.lease_token = i.lease_token
-      and (e.status = v_running) is true
-    returning e.id, e.lane_key, e.scope_counted, e.action_ref, e.attempt, e.started_at
-  ),
-  recorded as (
-    insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
-    select d.id, d.action_ref, 'completed', 'running', d.attempt, extract(epoch from v_now - d.started_at)
-    from done d
-    order by d.id
-  )
-  select coalesce(array_agg(d.id order by d.id), '{}'), array_agg(d.lane_key), array_agg(d.scope_counted)
-  into v_completed, v_lane_keys, v_scope_counted
-  from done d;
-
-  if cardinality(v_completed) < cardinality(p_ids) then
-    -- The rest are stale tokens, or executions whose cancel was requested while they ran:
-    -- completing wins over a pending cancel, as in conclude_attempt.
+  -- first, then any left with a pending cancel (completing wins over it, as in conclude_attempt):
+  -- each pass knows the status it changes from without reading the row before, so the event
+  -- stream's records are written here for the whole batch (the row trigger stands aside inside
+  -- this function). Status compared inside IS TRUE: as an index condition, a generic plan could
+  -- walk every running execution instead of the primary key.
+  foreach v_from in array array['running', 'canceling'] loop
+    exit when cardinality(v_completed) = cardinality(p_ids);
     with done as (
       update usher.executions e
       set status = 'completed',
@@ -370,12 +344,12 @@ begin
       from unnest(p_ids, p_lease_tokens, p_results) as i (id, lease_token, result)
       where e.id = i.id
         and e.lease_token = i.lease_token
-        and (e.status = v_canceling) is true
+        and (e.status = v_from) is true
       returning e.id, e.lane_key, e.scope_counted, e.action_ref, e.attempt, e.started_at
     ),
     recorded as (
       insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
-      select d.id, d.action_ref, 'completed', 'canceling', d.attempt, extract(epoch from v_now - d.started_at)
+      select d.id, d.action_ref, 'completed', v_from, d.attempt, extract(epoch from v_now - d.started_at)
       from done d
       order by d.id
     )
@@ -383,7 +357,7 @@ begin
       v_scope_counted || array_agg(d.scope_counted)
     into v_completed, v_lane_keys, v_scope_counted
     from done d;
-  end if;
+  end loop;
 
   -- Each lane gives back its slots and admits its next executions once, for the whole batch.
   for v_lane in
