@@ -46,6 +46,8 @@ export class Worker {
   private readonly waiting: RunningExecution[] = [];
   /** Executions asked for by claims on their way to the database. */
   private claimsInFlight = 0;
+  /** Ids of cancel notifications that named no execution held here: the claim's answer may still be on its way. */
+  private readonly cancelHints = new Set<string>();
   private readonly wakeup = new Wakeup();
   private readonly stopping = new AbortController();
   private readonly pool: pg.Pool;
@@ -133,7 +135,13 @@ export class Worker {
     if (channel === 'usher.execution_canceling') {
       // The payload is a hint: only a heartbeat's answer from the table decides to abort.
       const ids = payload.split(',');
-      if (payload === '' || ids.some((id) => this.running.has(id) || this.waiting.some(({ claim }) => claim.id === id))) void this.heartbeat();
+      if (payload === '' || ids.some((id) => this.running.has(id) || this.waiting.some(({ claim }) => claim.id === id))) {
+        void this.heartbeat();
+        return;
+      }
+      // Mostly other workers' executions: kept bounded, checked when claims are accepted.
+      if (this.cancelHints.size + ids.length > 1000) this.cancelHints.clear();
+      for (const id of ids) this.cancelHints.add(id);
       return;
     }
     this.wakeup.notify();
@@ -183,6 +191,8 @@ export class Worker {
       this.waiting.push(execution);
     }
     this.startWaiting();
+    // A cancel that arrived before this answer: the heartbeat's answer tells whether to abort.
+    if (claims.filter((claim) => this.cancelHints.delete(claim.id)).length > 0) void this.heartbeat();
   }
 
   private startWaiting(): void {

@@ -94,9 +94,7 @@ describe('worker prefetch', () => {
   });
 
   it('settles a cancelled execution that waits for a slot at once, without running it', async () => {
-    // The long handler outlasts any delay of a loaded machine between its start and the cancel:
-    // had it ended first, the cancelled one would start (and complete) before the cancel reached it.
-    const [long, cancelled, last] = await enqueueWork([5000, 0, 0]);
+    const [long, cancelled, last] = await enqueueWork([1500, 0, 0]);
     const worker = await prefetchingWorker(1, 2, 'prefetch-cancel');
     await waitFor(async () => (await q(`select 1 from usher.executions where status = 'running'`)).length === 3, { what: '3 running' });
 
