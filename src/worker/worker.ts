@@ -16,6 +16,7 @@ import { Wakeup } from '../wakeup.ts';
 import { CompletionBatcher } from './completions.ts';
 import { markOutcome, markWithRetry } from './marks.ts';
 import type { LoadedAction } from './packs.ts';
+import { LeaseKeeper } from './leases.ts';
 import { failureFromReason, RunningExecution, runHandler, type Outcome } from './runner.ts';
 
 export interface WorkerOptions {
@@ -46,16 +47,12 @@ export class Worker {
   private readonly waiting: RunningExecution[] = [];
   /** Executions asked for by claims on their way to the database. */
   private claimsInFlight = 0;
-  /** Ids of cancel notifications that named no execution held here: the claim's answer may still be on its way. */
-  private readonly cancelHints = new Set<string>();
   private readonly wakeup = new Wakeup();
   private readonly stopping = new AbortController();
   private readonly pool: pg.Pool;
-  private readonly heartbeatPool: pg.Pool;
+  private readonly leases: LeaseKeeper;
   private readonly completions = new CompletionBatcher((batch) => this.completeAndClaim(batch));
   private listener: Listener | undefined;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
-  private leaseCheckTimer: NodeJS.Timeout | undefined;
   private claimLoop: Promise<void> | undefined;
   private inFlight = new Set<Promise<void>>();
   /** The claim loop woke while every slot was taken: whoever frees a slot must wake it again. */
@@ -70,12 +67,12 @@ export class Worker {
     this.log = log;
     const name = options.name ?? `${hostname()}:${process.pid}`;
     this.pool = createPool({ url: options.databaseUrl, applicationName: `usher-worker:${name}`, max: 3 }, log);
-    this.heartbeatPool = createPool({
-      url: options.databaseUrl,
-      applicationName: `usher-worker-heartbeat:${name}`,
-      max: 1,
-      queryTimeoutMs: Math.max(1000, (options.leaseSeconds * 1000) / 3),
-      connectionTimeoutMs: Math.max(1000, (options.leaseSeconds * 1000) / 3),
+    this.leases = new LeaseKeeper({
+      databaseUrl: options.databaseUrl,
+      name,
+      leaseSeconds: options.leaseSeconds,
+      held: () => [...this.running.values(), ...this.waiting],
+      settleAborted: () => this.dropAbortedWaiting(),
     }, log);
   }
 
@@ -101,10 +98,7 @@ export class Worker {
       onConnected: () => this.wakeup.notify(),
     }, this.log);
     this.listener.start();
-    const heartbeatMs = Math.max(100, (this.options.leaseSeconds * 1000) / 3);
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), heartbeatMs);
-    // Checked more often than heartbeats go out, so a handler is stopped close to its local deadline.
-    this.leaseCheckTimer = setInterval(() => this.abortExpiringLeases(), heartbeatMs / 4);
+    this.leases.start(this.workerId, this.log);
     this.claimLoop = this.runClaimLoop();
     this.log.info({ event: 'worker:started', name, actions: [...this.handlers.keys()], concurrency: this.options.concurrency }, 'worker started');
   }
@@ -122,26 +116,17 @@ export class Worker {
     await Promise.race([Promise.all(this.inFlight), graceOver]);
     for (const execution of this.running.values()) execution.abort('shutdown');
     await Promise.all(this.inFlight);
-    clearInterval(this.heartbeatTimer);
-    clearInterval(this.leaseCheckTimer);
+    this.leases.stopRenewing();
     await this.listener?.stop();
     await calls.stopWorker(this.pool, this.workerId).catch((error: unknown) =>
       this.log.warn({ event: 'worker:stop_unrecorded', err: error }, 'could not record the stop'));
-    await Promise.all([this.pool.end(), this.heartbeatPool.end()]);
+    await Promise.all([this.pool.end(), this.leases.close()]);
     this.log.info({ event: 'worker:stopped' }, 'worker stopped');
   }
 
   private onNotification(channel: string, payload: string): void {
     if (channel === 'usher.execution_canceling') {
-      // The payload is a hint: only a heartbeat's answer from the table decides to abort.
-      const ids = payload.split(',');
-      if (payload === '' || ids.some((id) => this.running.has(id) || this.waiting.some(({ claim }) => claim.id === id))) {
-        void this.heartbeat();
-        return;
-      }
-      // Mostly other workers' executions: kept bounded, checked when claims are accepted.
-      if (this.cancelHints.size + ids.length > 1000) this.cancelHints.clear();
-      for (const id of ids) this.cancelHints.add(id);
+      this.leases.onCancelNotified(payload);
       return;
     }
     this.wakeup.notify();
@@ -191,8 +176,7 @@ export class Worker {
       this.waiting.push(execution);
     }
     this.startWaiting();
-    // A cancel that arrived before this answer: the heartbeat's answer tells whether to abort.
-    if (claims.filter((claim) => this.cancelHints.delete(claim.id)).length > 0) void this.heartbeat();
+    this.leases.onClaimsAccepted(claims.map((claim) => claim.id));
   }
 
   private startWaiting(): void {
@@ -298,26 +282,6 @@ export class Worker {
     this.wakeup.notify();
   }
 
-  /**
-   * The database cannot expire a lease earlier than a lease's length after the request that last
-   * renewed it was sent. Renewals go out every third of a lease; when the last answered one is five
-   * sixths of a lease old (database unreachable, or two renewals in a row hanging) the lease is about
-   * to run out and its slot to go to the next execution, so the handler must stop rather than run
-   * beside it. One slow renewal alone (up to half a lease late) does not stop it.
-   */
-  private abortExpiringLeases(): void {
-    const abortAfterMs = (this.options.leaseSeconds * 1000 * 5) / 6;
-    for (const execution of this.held()) {
-      if (performance.now() - execution.leaseRenewalSentAt > abortAfterMs) execution.abort('lease_lost');
-    }
-    this.dropAbortedWaiting();
-  }
-
-  /** Every execution whose lease this worker holds: started or waiting. */
-  private held(): RunningExecution[] {
-    return [...this.running.values(), ...this.waiting];
-  }
-
   /** A waiting execution aborted (its lease lost, or cancelled) is settled now, not when a slot frees. */
   private dropAbortedWaiting(): void {
     const aborted = this.waiting.filter((execution) => execution.cause);
@@ -325,29 +289,4 @@ export class Worker {
     this.waiting.splice(0, this.waiting.length, ...this.waiting.filter((execution) => !execution.cause));
     for (const execution of aborted) this.execute(execution);
   }
-
-  private async heartbeat(): Promise<void> {
-    this.abortExpiringLeases();
-    const asked = this.held().filter((execution) => execution.cause !== 'lease_lost');
-    const sentAt = performance.now();
-    try {
-      const held = await calls.heartbeatWorker(this.heartbeatPool, this.workerId, asked.map(({ claim }) => claim), this.options.leaseSeconds);
-      const byToken = new Map(held.map((lease) => [lease.lease_token, lease.status]));
-      // Executions claimed after this heartbeat was sent are not in its answer.
-      for (const execution of asked) {
-        const status = byToken.get(execution.claim.lease_token);
-        if (status === undefined) {
-          execution.abort('lease_lost');
-          continue;
-        }
-        // Answers of overlapping heartbeats can arrive out of order: keep the newest renewal.
-        execution.leaseRenewalSentAt = Math.max(execution.leaseRenewalSentAt, sentAt);
-        if (status === 'canceling') execution.abort('cancel');
-      }
-      this.dropAbortedWaiting();
-    } catch (error) {
-      this.log.warn({ event: 'heartbeat:failed', err: error }, 'heartbeat failed');
-    }
-  }
 }
-

@@ -1,0 +1,115 @@
+/**
+ * Keeping a worker's leases: renewals every third of a lease on a connection of their own, the
+ * local deadline that stops a handler before its lease can run out, and cancels, which only a
+ * renewal's answer from the table decides.
+ */
+import type pg from 'pg';
+import { createPool } from '../db/pool.ts';
+import type { Logger } from '../log.ts';
+import * as calls from '../queue/worker-calls.ts';
+import type { RunningExecution } from './runner.ts';
+
+export interface LeaseKeeperOptions {
+  readonly databaseUrl: string;
+  readonly name: string;
+  readonly leaseSeconds: number;
+  /** Every execution whose lease the worker holds: started or waiting for a slot. */
+  readonly held: () => RunningExecution[];
+  /** Called after executions were aborted, so the ones waiting for a slot are settled at once. */
+  readonly settleAborted: () => void;
+}
+
+export class LeaseKeeper {
+  private readonly pool: pg.Pool;
+  /** Ids of cancel notifications that named no execution held here: the claim's answer may still be on its way. */
+  private readonly cancelHints = new Set<string>();
+  private renewTimer: NodeJS.Timeout | undefined;
+  private checkTimer: NodeJS.Timeout | undefined;
+  private workerId = '';
+
+  constructor(private readonly options: LeaseKeeperOptions, private log: Logger) {
+    this.pool = createPool({
+      url: options.databaseUrl,
+      applicationName: `usher-worker-heartbeat:${options.name}`,
+      max: 1,
+      queryTimeoutMs: Math.max(1000, (options.leaseSeconds * 1000) / 3),
+      connectionTimeoutMs: Math.max(1000, (options.leaseSeconds * 1000) / 3),
+    }, log);
+  }
+
+  start(workerId: string, log: Logger): void {
+    this.workerId = workerId;
+    this.log = log;
+    const renewMs = Math.max(100, (this.options.leaseSeconds * 1000) / 3);
+    this.renewTimer = setInterval(() => void this.renew(), renewMs);
+    // Checked more often than renewals go out, so a handler is stopped close to its local deadline.
+    this.checkTimer = setInterval(() => this.abortExpiring(), renewMs / 4);
+  }
+
+  /** No more renewals (before the worker records its stop, which a renewal would undo). */
+  stopRenewing(): void {
+    clearInterval(this.renewTimer);
+    clearInterval(this.checkTimer);
+  }
+
+  close(): Promise<void> {
+    return this.pool.end();
+  }
+
+  /** A cancel notification's ids (a hint: only a renewal's answer from the table decides to abort). */
+  onCancelNotified(payload: string): void {
+    const ids = payload.split(',');
+    const held = this.options.held();
+    if (payload === '' || ids.some((id) => held.some(({ claim }) => claim.id === id))) {
+      void this.renew();
+      return;
+    }
+    // Mostly other workers' executions: kept bounded, checked when claims are accepted.
+    if (this.cancelHints.size + ids.length > 1000) this.cancelHints.clear();
+    for (const id of ids) this.cancelHints.add(id);
+  }
+
+  /** Claims just accepted: a cancel that arrived before their answer is looked up now. */
+  onClaimsAccepted(ids: readonly string[]): void {
+    if (ids.filter((id) => this.cancelHints.delete(id)).length > 0) void this.renew();
+  }
+
+  /**
+   * The database cannot expire a lease earlier than a lease's length after the request that last
+   * renewed it was sent. Renewals go out every third of a lease; when the last answered one is five
+   * sixths of a lease old (database unreachable, or two renewals in a row hanging) the lease is about
+   * to run out and its slot to go to the next execution, so the handler must stop rather than run
+   * beside it. One slow renewal alone (up to half a lease late) does not stop it.
+   */
+  private abortExpiring(): void {
+    const abortAfterMs = (this.options.leaseSeconds * 1000 * 5) / 6;
+    for (const execution of this.options.held()) {
+      if (performance.now() - execution.leaseRenewalSentAt > abortAfterMs) execution.abort('lease_lost');
+    }
+    this.options.settleAborted();
+  }
+
+  private async renew(): Promise<void> {
+    this.abortExpiring();
+    const asked = this.options.held().filter((execution) => execution.cause !== 'lease_lost');
+    const sentAt = performance.now();
+    try {
+      const held = await calls.heartbeatWorker(this.pool, this.workerId, asked.map(({ claim }) => claim), this.options.leaseSeconds);
+      const byToken = new Map(held.map((lease) => [lease.lease_token, lease.status]));
+      // Executions claimed after this heartbeat was sent are not in its answer.
+      for (const execution of asked) {
+        const status = byToken.get(execution.claim.lease_token);
+        if (status === undefined) {
+          execution.abort('lease_lost');
+          continue;
+        }
+        // Answers of overlapping heartbeats can arrive out of order: keep the newest renewal.
+        execution.leaseRenewalSentAt = Math.max(execution.leaseRenewalSentAt, sentAt);
+        if (status === 'canceling') execution.abort('cancel');
+      }
+      this.options.settleAborted();
+    } catch (error) {
+      this.log.warn({ event: 'heartbeat:failed', err: error }, 'heartbeat failed');
+    }
+  }
+}
