@@ -81,6 +81,8 @@ describe('worker prefetch', () => {
     await waitFor(async () => (await q(`select 1 from usher.executions where status = 'running'`)).length === 5, { what: '5 running' });
     expect(await q(`select id, status, worker_id from usher.executions order by id`)).toEqual(ids.map((id, index) => (
       index < 5 ? { id, status: 'running', worker_id: workerId } : { id, status: 'scheduled', worker_id: null })));
+    // The worker's log lines reach the test after the rows change: wait for both starts to be logged.
+    await waitFor(() => startsAndOverlap(worker).started.length >= 2, { what: '2 starts logged' });
     expect(startsAndOverlap(worker).started).toEqual(ids.slice(0, 2));
 
     worker.kill('SIGTERM');
