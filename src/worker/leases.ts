@@ -69,6 +69,11 @@ export class LeaseKeeper {
     for (const id of ids) this.cancelHints.add(id);
   }
 
+  /** LISTEN (re)connected: a cancel notified while it was down is found by a renewal's answer. */
+  onListenerConnected(): void {
+    void this.renew();
+  }
+
   /** Claims just accepted: a cancel that arrived before their answer is looked up now. */
   onClaimsAccepted(ids: readonly string[]): void {
     if (ids.filter((id) => this.cancelHints.delete(id)).length > 0) void this.renew();

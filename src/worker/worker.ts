@@ -95,7 +95,11 @@ export class Worker {
       applicationName: `usher-worker-listen:${name}`,
       channels: ['usher.execution_scheduled', 'usher.execution_canceling'],
       onNotification: (channel, payload) => this.onNotification(channel, payload),
-      onConnected: () => this.wakeup.notify(),
+      // Notifications sent while the connection was down are gone: look for work and for cancels again.
+      onConnected: () => {
+        this.wakeup.notify();
+        this.leases.onListenerConnected();
+      },
     }, this.log);
     this.listener.start();
     this.leases.start(this.workerId, this.log);
