@@ -110,9 +110,13 @@ begin
   delete from usher.execution_events e
   where e.position in (select position from usher.execution_events where at < v_cutoff order by position limit p_batch);
   get diagnostics v_events = row_count;
-  -- Transitions no stream sequenced in time (no API was running) go as well.
+  -- Transitions no stream sequenced in time (no API was running) go as well. Ids are given in the
+  -- order of `at` (give or take one statement's run), so the old ones lead the primary key.
   delete from usher.execution_transitions t
-  where t.id in (select id from usher.execution_transitions where at < v_cutoff order by id limit p_batch);
+  where t.id in (
+    select o.id
+    from (select id, at from usher.execution_transitions order by id limit p_batch) o
+    where o.at < v_cutoff);
   get diagnostics v_transitions = row_count;
   return v_events + v_transitions;
 end
