@@ -22,6 +22,11 @@ export class CompletionBatcher {
 
   constructor(private readonly send: SendCompletions, private readonly maxBatch = 500) {}
 
+  /** Completions waiting for the next batch (not yet sent). */
+  get queued(): number {
+    return this.pending.length;
+  }
+
   /** Resolves with the status written (null: the lease was lost); rejects as the database call did. */
   complete(completion: Completion): Promise<MarkResult> {
     return new Promise((resolve, reject) => {

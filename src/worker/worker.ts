@@ -57,6 +57,7 @@ export class Worker {
   private inFlight = new Set<Promise<void>>();
   /** The claim loop woke while every slot was taken: whoever frees a slot must wake it again. */
   private wokenWhileFull = false;
+  private startScheduled = false;
   private workerId = '';
   private log: Logger;
   /** Set when a finished execution could not be marked: the worker stops taking work. */
@@ -136,9 +137,14 @@ export class Worker {
     this.wakeup.notify();
   }
 
-  /** How many more executions this worker may claim now: free slots plus free room for prefetch. */
+  /**
+   * How many more executions this worker may claim now: free handler slots plus free room in the
+   * waiting line. Executions whose handler returned and whose mark is on its way take neither: a
+   * batch of completions refills the line while the line keeps the handlers busy, so the database
+   * and this process work at the same time instead of taking turns.
+   */
   private capacity(): number {
-    return this.options.concurrency + (this.options.prefetch ?? 0) - this.running.size - this.waiting.length - this.claimsInFlight;
+    return this.options.concurrency + (this.options.prefetch ?? 0) - this.handlersRunning - this.waiting.length - this.claimsInFlight;
   }
 
   private async runClaimLoop(): Promise<void> {
@@ -147,7 +153,9 @@ export class Worker {
     while (!this.stopping.signal.aborted && !this.fatal) {
       await this.wakeup.wait(this.options.pollIntervalMs);
       if (this.stopping.signal.aborted || this.fatal) break;
-      const wanted = this.capacity();
+      // Completions about to be sent claim for the room they leave; claiming for it here as well
+      // would split one round trip into two.
+      const wanted = this.capacity() - this.completions.queued;
       if (wanted <= 0) this.wokenWhileFull = true;
       if (wanted <= 0 || actionRefs.length === 0) continue;
       let claims: ClaimedExecution[];
@@ -183,6 +191,20 @@ export class Worker {
     this.leases.onClaimsAccepted(claims.map((claim) => claim.id));
   }
 
+  /**
+   * Starts the next waiting executions after pending I/O. Handlers that never wait (no-ops, pure
+   * computation) would otherwise run the whole waiting line in one chain of promise callbacks, and
+   * the answers and batches of the database connection would wait until the line is empty.
+   */
+  private startWaitingSoon(): void {
+    if (this.startScheduled) return;
+    this.startScheduled = true;
+    setImmediate(() => {
+      this.startScheduled = false;
+      this.startWaiting();
+    });
+  }
+
   private startWaiting(): void {
     while (this.waiting.length > 0 && (this.handlersRunning < this.options.concurrency || this.waiting[0]!.cause)) {
       this.execute(this.waiting.shift()!);
@@ -208,7 +230,7 @@ export class Worker {
         // The handler is done: its slot goes to the next waiting execution while the outcome is marked.
         this.handlersRunning -= 1;
         if (runs) log.debug({ event: 'execution:returned', outcome: ended.kind }, 'handler settled');
-        this.startWaiting();
+        this.startWaitingSoon();
         claimedInMark = await this.report(running, ended, log);
       })
       .catch((error: unknown) => this.die(error, claim, log))
@@ -259,7 +281,7 @@ export class Worker {
   /** One batch of completions, claiming for the slots they free and any prefetch room (nothing once stopping). */
   private async completeAndClaim(batch: readonly Completion[]): Promise<MarkResult[]> {
     const sentAt = performance.now();
-    const limit = this.stopping.signal.aborted || this.fatal ? 0 : batch.length + Math.max(0, this.capacity());
+    const limit = this.stopping.signal.aborted || this.fatal ? 0 : Math.max(0, this.capacity());
     this.claimsInFlight += limit;
     try {
       const answer = await calls.completeAndClaim(this.pool, batch, {
