@@ -126,6 +126,19 @@ describe('hostile inserts', () => {
       .toMatchObject({ code: '23514', constraint: 'executions_completed_at_iff_terminal' });
     expect(await refusal(t.pool, `update usher.executions set status = 'running' where id = $1`, [row.id]))
       .toMatchObject({ code: '23514', constraint: 'executions_lease_iff_running' });
+    // The rules the insert trigger does not see again: each update names the one it breaks.
+    for (const [set, constraint] of [
+      [`params = '[1]'`, 'executions_params_is_object'],
+      [`timeout_seconds = 0`, 'executions_timeout_seconds_positive'],
+      [`max_retries = -1`, 'executions_max_retries_range'],
+      [`idempotency_key = repeat('k', 201)`, 'executions_idempotency_key_length'],
+      [`schedule_tick = now()`, 'executions_schedule_tick_iff_schedule_id'],
+    ] as const) {
+      expect(await refusal(t.pool, `update usher.executions set ${set} where id = $1`, [row.id])).toMatchObject({
+        code: '23514', constraint, schema: 'usher', table: 'executions',
+        message: `new row for relation "executions" violates check constraint "${constraint}"`,
+      });
+    }
     expect((await t.pool.query('select status from usher.executions where id = $1', [row.id])).rows).toEqual([{ status: 'scheduled' }]);
   });
 });
