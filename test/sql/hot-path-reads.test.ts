@@ -46,8 +46,8 @@ interface Reads {
  * Runs `work` in a transaction that is rolled back, and counts what it read of usher.executions. A
  * fresh connection each time: a backend's unflushed counts can include its earlier transactions.
  */
-async function readsOf(work: (client: pg.Client) => Promise<unknown>): Promise<Reads> {
-  const client = await t.connect();
+async function readsOf(work: (client: pg.Client) => Promise<unknown>, database: TestDatabase = t): Promise<Reads> {
+  const client = await database.connect();
   try {
     return await readsIn(client, work);
   } finally {
@@ -182,6 +182,48 @@ describe('a worker session whose plans were made on a near-empty table that was 
       expect(reads.index).toBeLessThan(50);
     } finally {
       await session.end();
+      await fresh.drop();
+    }
+  }, 60_000);
+});
+
+describe('claims after thousands of claims since the last vacuum', () => {
+  it('start at the oldest scheduled execution instead of walking the entries every earlier claim left in the index', async () => {
+    const fresh = await createTestDatabase();
+    try {
+      // Nothing cleans the index in between: each claim leaves its rows' entries in
+      // executions_scheduled_by_action until vacuum removes them.
+      await fresh.pool.query('alter table usher.executions set (autovacuum_enabled = false)');
+      const worker = await calls.registerWorker(fresh.pool, {
+        name: 'sql-dead-entries', host: 'test', pid: 1, concurrency: 100, actions: [{ ref: 'drain.free' }],
+      });
+      await fresh.pool.query(`insert into usher.executions (action_ref) select 'drain.free' from generate_series(1, 3000)`);
+      // A backlog that waited through a vacuum: its pages are all-visible, where a locking walk of
+      // the index marked none of the entries it passed as dead.
+      await fresh.pool.query('vacuum analyze usher.executions');
+      const next = { workerId: worker, actionRefs: ['drain.free'], limit: 100, leaseSeconds: 30 };
+      let claims = await calls.claimScheduled(fresh.pool, worker, ['drain.free'], 100, 30);
+      for (let batch = 0; batch < 24; batch++) {
+        const answer = await calls.completeAndClaim(fresh.pool, claims.map((claim) => ({ claim, resultJson: 'null' })), next);
+        claims = answer.claims;
+      }
+      const { rows: counts } = await fresh.pool.query<{ status: string; count: number }>(
+        'select status, count(*)::int as count from usher.executions group by status order by status');
+      expect(counts).toEqual([
+        { status: 'completed', count: 2400 },
+        { status: 'running', count: 100 },
+        { status: 'scheduled', count: 500 },
+      ]);
+
+      const reads = await readsOf(async (client) => {
+        const claimed = await calls.claimScheduled(client, worker, ['drain.free'], 100, 30);
+        expect(claimed.map((claim) => Number(claim.id))).toEqual(Array.from({ length: 100 }, (_, i) => 2501 + i));
+      }, fresh);
+      // The last batch's 100 entries (not yet marked dead), the oldest scheduled, the 100 claimed
+      // and their primary-key entries (301); walking from the start of the range read 2,700.
+      expect(reads.seq).toBe(0);
+      expect(reads.index).toBeLessThan(400);
+    } finally {
       await fresh.drop();
     }
   }, 60_000);
