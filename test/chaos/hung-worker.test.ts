@@ -5,6 +5,9 @@
  * (A handler that never settles while the event loop runs is ended by its timeout:
  * test/integration/worker-behaviour.test.ts, "timeout".)
  */
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { startExecutor } from '../support/processes.ts';
 import { events, eventsWhenLogged, usePolicy, workerIdOf } from '../support/scenario.ts';
@@ -12,7 +15,10 @@ import { waitFor } from '../support/wait.ts';
 import { startChaosWorker, useChaosDatabase } from './support.ts';
 
 const LEASE_SECONDS = 1;
-const BLOCK_MS = 5000;
+// The cap of the block: the test wakes the hung worker itself (wakeFile) once the retry is done.
+// A fixed 5 s block raced the healthy worker's start on a loaded machine: when the healthy worker
+// came up after the hung one woke, the woken worker claimed the retry itself.
+const BLOCK_MS = 60_000;
 
 const chaos = useChaosDatabase(`insert into usher.actions (ref, max_retries, retry_delay_seconds) values ('c.block', 1, 0.1), ('c.work', 0, 1)`);
 
@@ -22,9 +28,10 @@ it('takes back an execution whose worker hangs past its lease, runs it again els
   await startExecutor(chaos.t.url, env);
   const hung = await startChaosWorker(chaos.t.url, { concurrency: 2, name: 'hung', env });
   const hungId = workerIdOf(hung);
+  const wakeFile = join(tmpdir(), `usher-hung-${process.pid}-${Date.now()}`);
   const { rows: [x] } = await chaos.t.pool.query(
     `insert into usher.executions (action_ref, params) values ('c.block', $1) returning id, lane_key`,
-    [{ lane: 'hung', ms: BLOCK_MS }]);
+    [{ lane: 'hung', ms: BLOCK_MS, until_file: wakeFile }]);
   await waitFor(async () => (await chaos.t.pool.query(`select status from usher.executions where id = $1`, [x.id])).rows[0].status === 'running',
     { what: 'x running on the hung worker' });
   const healthy = await startChaosWorker(chaos.t.url, { concurrency: 2, name: 'healthy', env });
@@ -44,7 +51,9 @@ it('takes back an execution whose worker hangs past its lease, runs it again els
   expect(heldSeconds).toBeLessThanOrEqual(2 * LEASE_SECONDS + 1);
 
   // The hung worker wakes, its handler returns, and it reports with the old lease token: refused.
+  writeFileSync(wakeFile, '');
   const [fenced] = await eventsWhenLogged(hung, 'execution:mark_fenced', 1);
+  rmSync(wakeFile);
   expect(fenced).toMatchObject({ execution_id: x.id, worker_id: hungId, attempt: 1, outcome: 'completed' });
   expect(events(hung, 'execution:completed')).toEqual([]);
   expect((await chaos.t.pool.query(`select status, attempt, worker_id, result, completed_at from usher.executions where id = $1`, [x.id])).rows[0])
