@@ -131,9 +131,10 @@ begin
   -- had marked all-visible (a backlog that waited through one), the locking walk marked none of
   -- the entries it passed as dead (0 of 20,000 after a drain, counted with pageinspect), so every
   -- claim visited the table for each execution claimed since: a drain of a vacuumed backlog took
-  -- time in the square of its length. The plain read marks them; later reads step over them
-  -- inside the index, and the locking walk starts past them. Both read one snapshot, so no row
-  -- the walk could lock lies before that start. The row comparison keeps both on this index.
+  -- time in the square of its length. The plain read marks them, and every later read, the
+  -- locking walk included, steps over them inside the index without visiting the table. Both read
+  -- one snapshot, so no row the walk could lock lies before that start. A row comparison, because
+  -- with `e.id >= …` the generic plan walked the primary key instead of this index.
   return query
   with picked as (
     select p.id
