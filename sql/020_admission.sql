@@ -304,7 +304,7 @@ begin
       returning e.id
     )
     select array_agg(cancelled.id) into v_ids from cancelled;
-    perform usher.notify_ids('usher.execution_completed', v_ids);
+    perform usher.notify_completed(v_ids);
   end if;
   return v_admitted;
 end

@@ -102,7 +102,7 @@ begin
     perform usher.release_slot(v_execution.lane_key, v_execution.scope_counted);
   end if;
   if p_notify then
-    perform pg_notify('usher.execution_completed', p_id::text);
+    perform usher.notify_completed(array[p_id]);
   end if;
   return v_status;
 end
@@ -369,7 +369,7 @@ begin
   loop
     v_admitted := v_admitted || usher.release_slots(v_lane.lane_key, v_lane.released, v_lane.scoped);
   end loop;
-  perform usher.notify_ids('usher.execution_completed', v_completed);
+  perform usher.notify_completed(v_completed);
 
   if p_limit > 0 then
     return query

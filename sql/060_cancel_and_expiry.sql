@@ -22,7 +22,7 @@ begin
   where e.id = p_id and e.status in ('requested', 'delayed')
   returning e.status into v_status;
   if found then
-    perform pg_notify('usher.execution_completed', p_id::text);
+    perform usher.notify_completed(array[p_id]);
     return query select p_id, v_status, true;
     return;
   end if;
@@ -40,7 +40,7 @@ begin
     if v_lane_key is not null then
       perform usher.release_slot(v_lane_key, v_scope_counted);
     end if;
-    perform pg_notify('usher.execution_completed', p_id::text);
+    perform usher.notify_completed(array[p_id]);
     return query select p_id, v_status, true;
     return;
   end if;
@@ -112,7 +112,7 @@ begin
       v_ended := v_ended || v_row.id;
     end if;
   end loop;
-  perform usher.notify_ids('usher.execution_completed', v_ended);
+  perform usher.notify_completed(v_ended);
   return v_count;
 end
 $$;
@@ -168,7 +168,7 @@ begin
     select array_agg(cancelled.id) into v_ids from cancelled;
     v_all := v_all || coalesce(v_ids, '{}');
   end loop;
-  perform usher.notify_ids('usher.execution_completed', v_all);
+  perform usher.notify_completed(v_all);
   return cardinality(v_all);
 end
 $$;

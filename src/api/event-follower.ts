@@ -31,8 +31,7 @@ export interface EventFollowerOptions {
 }
 
 const channels = [
-  'usher.execution_events', 'usher.execution_requested', 'usher.execution_scheduled',
-  'usher.execution_completed', 'usher.execution_canceling',
+  'usher.execution_events', 'usher.execution_requested', 'usher.execution_scheduled', 'usher.execution_canceling',
 ];
 
 export class EventFollower {
@@ -40,6 +39,12 @@ export class EventFollower {
   private readonly subscribers = new Set<() => void>();
   private readonly stopping = new AbortController();
   private listener: Listener | undefined;
+  /**
+   * Watches for completions while a stream is open, so its subscribers see executions end at once.
+   * Watching makes every completing transaction notify, which wakes every listening backend of the
+   * database, so metrics alone make do with the other channels and the poll.
+   */
+  private completions: Listener | undefined;
   private loop: Promise<void> | undefined;
   private position: string | undefined;
 
@@ -62,14 +67,31 @@ export class EventFollower {
     this.stopping.abort();
     this.wakeup.notify();
     await this.loop;
-    await this.listener?.stop();
+    await Promise.all([this.listener?.stop(), this.completions?.stop()]);
   }
 
   /** Calls `onAdvance` whenever the log may have grown; returns the unsubscribe function. */
   subscribe(onAdvance: () => void): () => void {
     this.subscribers.add(onAdvance);
+    if (!this.completions && !this.stopping.signal.aborted) {
+      this.completions = new Listener({
+        url: this.options.databaseUrl,
+        applicationName: `usher-api-completions:${process.pid}`,
+        channels: ['usher.execution_completed'],
+        onNotification: () => this.wakeup.notify(),
+        onConnected: () => this.wakeup.notify(),
+      }, this.options.log);
+      this.completions.start();
+    }
     this.wakeup.notify();
-    return () => this.subscribers.delete(onAdvance);
+    return () => {
+      this.subscribers.delete(onAdvance);
+      if (this.subscribers.size === 0 && this.completions) {
+        const completions = this.completions;
+        this.completions = undefined;
+        void completions.stop();
+      }
+    };
   }
 
   private async run(): Promise<void> {

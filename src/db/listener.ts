@@ -6,6 +6,9 @@ import pg from 'pg';
 import { backoffMs, delay } from '../backoff.ts';
 import type { Logger } from '../log.ts';
 
+/** Sent only while a session watches for it (sql/012_completion_notifications.sql); listening alone is not enough. */
+const COMPLETIONS = 'usher.execution_completed';
+
 export interface ListenerOptions {
   readonly url: string;
   readonly applicationName: string;
@@ -20,6 +23,7 @@ export class Listener {
   private client: pg.Client | undefined;
   private readonly stopping = new AbortController();
   private running: Promise<void> | undefined;
+  private stopped: Promise<void> | undefined;
 
   constructor(private readonly options: ListenerOptions, private readonly log: Logger) {}
 
@@ -27,10 +31,14 @@ export class Listener {
     this.running ??= this.run();
   }
 
-  async stop(): Promise<void> {
-    this.stopping.abort();
-    await this.client?.end().catch(() => undefined);
-    await this.running;
+  /** Idempotent: pg's Client#end() called again after the connection ended never settles. */
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      this.stopping.abort();
+      await this.client?.end().catch(() => undefined);
+      await this.running;
+    })();
+    return this.stopped;
   }
 
   private async run(): Promise<void> {
@@ -53,6 +61,18 @@ export class Listener {
     }
   }
 
+  /** pg's Client#connect() never settles when end() is called while it connects: stop() must not wait for it. */
+  private unlessStopped<T>(step: Promise<T>): Promise<T> {
+    step.catch(() => undefined);
+    const signal = this.stopping.signal;
+    if (signal.aborted) return Promise.reject(new Error('listener stopped'));
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = () => reject(new Error('listener stopped'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      step.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  }
+
   /** Connects and listens; `closed` settles when the connection is gone. */
   private async connect(): Promise<{ closed: Promise<void> }> {
     const client = new pg.Client({
@@ -73,9 +93,9 @@ export class Listener {
     client.on('notification', (message) => this.options.onNotification(message.channel, message.payload ?? ''));
     this.client = client;
     try {
-      await client.connect();
+      await this.unlessStopped(client.connect());
       for (const channel of this.options.channels) {
-        await client.query(`listen ${pg.escapeIdentifier(channel)}`);
+        await this.unlessStopped(client.query(channel === COMPLETIONS ? 'select usher.watch_completions()' : `listen ${pg.escapeIdentifier(channel)}`));
       }
     } catch (error) {
       client.end().catch(() => undefined);

@@ -135,6 +135,26 @@ describe('GET /executions/stream', () => {
     expect(res.body.error.details).toEqual([{ location: 'header', field: 'last-event-id', message: expect.stringContaining('event id') }]);
   });
 
+  it('watches for completions only while a stream is open, so completions wake no one otherwise', async () => {
+    const watchers = async () => (await api.t.pool.query<{ application_name: string }>(
+      `select a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid
+       where l.locktype = 'advisory' and l.classid = 29298 and l.objid = 0 and l.objsubid = 1 and l.granted
+         and l.database = (select oid from pg_database where datname = current_database())
+       order by a.application_name`)).rows.map((row) => row.application_name);
+    expect(await watchers()).toEqual([]);
+    const first = await openEventStream(`${api.base}/executions/stream`, auth);
+    const second = await openEventStream(`${api.base}/executions/stream`, auth);
+    await waitFor(async () => (await watchers()).length > 0, { what: 'the API to watch for completions' });
+    expect(await watchers()).toEqual([expect.stringMatching(/^usher-api-completions:\d+$/)]);
+    const closedStreams = () => api.logs.filter((line) => line.event === 'stream:closed').length;
+    const closedBefore = closedStreams();
+    first.close();
+    await waitFor(() => closedStreams() === closedBefore + 1, { what: 'the API to end the first stream' });
+    expect(await watchers()).toHaveLength(1);
+    second.close();
+    await waitFor(async () => (await watchers()).length === 0, { what: 'the API to stop watching' });
+  });
+
   it('ends open streams when the server closes', async () => {
     const other = await startTestApi({ database: api.t });
     const stream = await openEventStream(`${other.base}/executions/stream`, { authorization: `Bearer ${WRITE_TOKEN}` });

@@ -149,7 +149,7 @@ describe('complete_and_claim', () => {
     const listener = await t.connect();
     const received: string[] = [];
     listener.on('notification', (message) => received.push(message.payload ?? ''));
-    await listener.query('listen "usher.execution_completed"');
+    await listener.query('select usher.watch_completions()');
     const ids = await insert('cc.free', 3);
     const claims = await calls.claimScheduled(t.pool, workerId, ['cc.free'], 10, 30);
     await calls.completeAndClaim(t.pool, done(...claims), next(0));
