@@ -1,7 +1,8 @@
 /**
  * Follows the execution event log for one API process: sequences committed changes when the
- * queue's NOTIFY channels say something changed (and on a short poll, since claims send none),
- * hands every new event to `onEvents` (the metrics), and tells stream subscribers the log moved on.
+ * queue's NOTIFY channels say something changed while a stream is open (and on a short poll,
+ * since claims send none), otherwise on the idle poll; hands every new event to `onEvents` (the
+ * metrics), and tells stream subscribers the log moved on.
  * Subscribers read the log themselves from their own position, so a slow one holds up no one.
  */
 import type pg from 'pg';
@@ -13,7 +14,7 @@ import { Wakeup } from '../wakeup.ts';
 
 export interface EventFollowerOptions {
   readonly pool: pg.Pool;
-  /** For the LISTEN connection. */
+  /** For the LISTEN connection (while a stream is open). */
   readonly databaseUrl: string;
   readonly log: Logger;
   readonly onEvents?: (events: readonly ExecutionEvent[]) => void;
@@ -24,72 +25,63 @@ export interface EventFollowerOptions {
   /**
    * Least time between two passes, so a burst of NOTIFYs (one per enqueue and per completion
    * batch) costs one sequencing transaction, not one each: default 20 ms while a stream is
-   * open, 200 ms otherwise (metrics only).
+   * open, 200 ms otherwise.
    */
   readonly streamCoalesceMs?: number;
   readonly idleCoalesceMs?: number;
 }
 
 const channels = [
-  'usher.execution_events', 'usher.execution_requested', 'usher.execution_scheduled', 'usher.execution_canceling',
+  'usher.execution_events', 'usher.execution_requested', 'usher.execution_scheduled',
+  'usher.execution_completed', 'usher.execution_canceling',
 ];
 
 export class EventFollower {
   private readonly wakeup = new Wakeup();
   private readonly subscribers = new Set<() => void>();
   private readonly stopping = new AbortController();
-  private listener: Listener | undefined;
   /**
-   * Watches for completions while a stream is open, so its subscribers see executions end at once.
-   * Watching makes every completing transaction notify, which wakes every listening backend of the
-   * database, so metrics alone make do with the other channels and the poll.
+   * LISTENs (and watches for completions) only while a stream is open. Every NOTIFY wakes every
+   * listening backend of the database, and watching makes every completing transaction notify:
+   * metrics alone make do with the idle poll.
    */
-  private completions: Listener | undefined;
+  private listener: Listener | undefined;
   private loop: Promise<void> | undefined;
   private position: string | undefined;
 
   constructor(private readonly options: EventFollowerOptions) {}
 
   start(): void {
-    if (this.loop) return;
-    this.listener = new Listener({
-      url: this.options.databaseUrl,
-      applicationName: `usher-api-events:${process.pid}`,
-      channels,
-      onNotification: () => this.wakeup.notify(),
-      onConnected: () => this.wakeup.notify(),
-    }, this.options.log);
-    this.listener.start();
-    this.loop = this.run();
+    this.loop ??= this.run();
   }
 
   async stop(): Promise<void> {
     this.stopping.abort();
     this.wakeup.notify();
     await this.loop;
-    await Promise.all([this.listener?.stop(), this.completions?.stop()]);
+    await this.listener?.stop();
   }
 
   /** Calls `onAdvance` whenever the log may have grown; returns the unsubscribe function. */
   subscribe(onAdvance: () => void): () => void {
     this.subscribers.add(onAdvance);
-    if (!this.completions && !this.stopping.signal.aborted) {
-      this.completions = new Listener({
+    if (!this.listener && !this.stopping.signal.aborted) {
+      this.listener = new Listener({
         url: this.options.databaseUrl,
-        applicationName: `usher-api-completions:${process.pid}`,
-        channels: ['usher.execution_completed'],
+        applicationName: `usher-api-events:${process.pid}`,
+        channels,
         onNotification: () => this.wakeup.notify(),
         onConnected: () => this.wakeup.notify(),
       }, this.options.log);
-      this.completions.start();
+      this.listener.start();
     }
     this.wakeup.notify();
     return () => {
       this.subscribers.delete(onAdvance);
-      if (this.subscribers.size === 0 && this.completions) {
-        const completions = this.completions;
-        this.completions = undefined;
-        void completions.stop();
+      if (this.subscribers.size === 0 && this.listener) {
+        const listener = this.listener;
+        this.listener = undefined;
+        void listener.stop();
       }
     };
   }

@@ -135,24 +135,29 @@ describe('GET /executions/stream', () => {
     expect(res.body.error.details).toEqual([{ location: 'header', field: 'last-event-id', message: expect.stringContaining('event id') }]);
   });
 
-  it('watches for completions only while a stream is open, so completions wake no one otherwise', async () => {
-    const watchers = async () => (await api.t.pool.query<{ application_name: string }>(
-      `select a.application_name from pg_locks l join pg_stat_activity a on a.pid = l.pid
-       where l.locktype = 'advisory' and l.classid = 29298 and l.objid = 0 and l.objsubid = 1 and l.granted
-         and l.database = (select oid from pg_database where datname = current_database())
-       order by a.application_name`)).rows.map((row) => row.application_name);
-    expect(await watchers()).toEqual([]);
+  it('listens, and watches for completions, only while a stream is open: no NOTIFY wakes the API otherwise', async () => {
+    // Application names of this database's sessions: LISTEN connections, and those watching completions.
+    const sessions = async () => {
+      const { rows } = await api.t.pool.query<{ application_name: string; watching: boolean }>(
+        `select a.application_name, exists (
+           select 1 from pg_locks l where l.pid = a.pid and l.locktype = 'advisory' and l.granted
+             and l.classid = 29298 and l.objid = 0 and l.objsubid = 1) as watching
+         from pg_stat_activity a
+         where a.datname = current_database() and a.application_name like 'usher-api-events:%'`);
+      return rows;
+    };
+    expect(await sessions()).toEqual([]);
     const first = await openEventStream(`${api.base}/executions/stream`, auth);
     const second = await openEventStream(`${api.base}/executions/stream`, auth);
-    await waitFor(async () => (await watchers()).length > 0, { what: 'the API to watch for completions' });
-    expect(await watchers()).toEqual([expect.stringMatching(/^usher-api-completions:\d+$/)]);
+    await waitFor(async () => (await sessions()).some((row) => row.watching), { what: 'the API to watch for completions' });
+    expect(await sessions()).toEqual([{ application_name: expect.stringMatching(/^usher-api-events:\d+$/), watching: true }]);
     const closedStreams = () => api.logs.filter((line) => line.event === 'stream:closed').length;
     const closedBefore = closedStreams();
     first.close();
     await waitFor(() => closedStreams() === closedBefore + 1, { what: 'the API to end the first stream' });
-    expect(await watchers()).toHaveLength(1);
+    expect(await sessions()).toEqual([{ application_name: expect.stringMatching(/^usher-api-events:\d+$/), watching: true }]);
     second.close();
-    await waitFor(async () => (await watchers()).length === 0, { what: 'the API to stop watching' });
+    await waitFor(async () => (await sessions()).length === 0, { what: 'the API to stop listening' });
   });
 
   it('ends open streams when the server closes', async () => {
