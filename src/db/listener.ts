@@ -31,7 +31,7 @@ export class Listener {
     this.running ??= this.run();
   }
 
-  /** Idempotent: pg's Client#end() called again after the connection ended never settles. */
+  /** Idempotent: the API stops its listener when the last stream ends, and again when it shuts down. */
   stop(): Promise<void> {
     this.stopped ??= (async () => {
       this.stopping.abort();
