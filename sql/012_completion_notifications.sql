@@ -22,17 +22,28 @@ $$;
 comment on function usher.completion_watch_lock_key() is
   'Advisory lock key that sessions watching usher.execution_completed hold shared (classid 29298, objid 0 in pg_locks).';
 
+create or replace function usher.watching_completions()
+returns boolean
+language sql
+stable
+as $$
+  select exists (
+    select 1 from pg_locks l
+    where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ShareLock' and l.granted
+      and l.database = (select d.oid from pg_database d where d.datname = current_database())
+      and l.classid = 29298 and l.objid = 0 and l.objsubid = 1)
+$$;
+
+comment on function usher.watching_completions() is
+  'True when this session holds the completion watch lock (usher.watch_completions()).';
+
 create or replace function usher.watch_completions()
 returns void
 language plpgsql
 as $$
 begin
   -- Once per session, so one unwatch_completions() undoes it.
-  if not exists (
-    select 1 from pg_locks l
-    where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ShareLock'
-      and l.classid = 29298 and l.objid = 0 and l.objsubid = 1
-  ) then
+  if not usher.watching_completions() then
     perform pg_advisory_lock_shared(usher.completion_watch_lock_key());
   end if;
   listen "usher.execution_completed";
@@ -48,11 +59,7 @@ language plpgsql
 as $$
 begin
   unlisten "usher.execution_completed";
-  if exists (
-    select 1 from pg_locks l
-    where l.locktype = 'advisory' and l.pid = pg_backend_pid() and l.mode = 'ShareLock'
-      and l.classid = 29298 and l.objid = 0 and l.objsubid = 1
-  ) then
+  if usher.watching_completions() then
     perform pg_advisory_unlock_shared(usher.completion_watch_lock_key());
   end if;
 end

@@ -101,8 +101,12 @@ describe('usher.execution_completed', () => {
       `select count(*)::int as n from pg_locks where locktype = 'advisory' and classid = 29298 and pid = pg_backend_pid()`);
     expect(lockCount.rows[0]!.n).toBe(1);
 
+    const watching = async (client: pg.Client) => (await client.query<{ w: boolean }>('select usher.watching_completions() as w')).rows[0]!.w;
+    expect(await watching(watcher.client)).toBe(true);
     await watcher.client.query('select usher.unwatch_completions()');
     expect(await watchLocks()).toEqual([]);
+    expect(await watching(watcher.client)).toBe(false);
+    expect((await watcher.client.query('select pg_listening_channels() as c')).rows).toEqual([]);
     const listener = await session('listen');
     const [one] = await running('cn.free', 1);
     expect(await calls.completeExecution(t.pool, one!, 'null')).toBe('completed');
