@@ -96,7 +96,18 @@ create or replace function usher.announce_inserted_executions()
 returns trigger
 language plpgsql
 as $$
+declare
+  v_wakeup text := current_setting('usher.enqueue_wakeup', true);
 begin
+  -- A producer may turn the wake-up off. A transaction that notified holds a cluster-wide lock from
+  -- before its commit until the commit is flushed, so concurrent producers of single rows commit
+  -- one at a time; without the wake-up, the executor and the workers find the rows on their poll.
+  if v_wakeup = 'off' then
+    return null;
+  elsif v_wakeup is not null and v_wakeup not in ('', 'on') then
+    raise exception 'usher.enqueue_wakeup must be on or off, got %', quote_literal(v_wakeup)
+      using errcode = 'invalid_parameter_value';
+  end if;
   -- Identical notifications within a transaction are folded into one by Postgres.
   if exists (select 1 from inserted where status in ('requested', 'delayed')) then
     perform pg_notify('usher.execution_requested', '');
@@ -109,7 +120,7 @@ end
 $$;
 
 comment on function usher.announce_inserted_executions() is
-  'AFTER INSERT (per statement) on usher.executions: wakes the executor (waiting or delayed executions), or the workers (executions admitted on insert).';
+  'AFTER INSERT (per statement) on usher.executions: wakes the executor (waiting or delayed executions), or the workers (executions admitted on insert), unless the setting usher.enqueue_wakeup is off.';
 
 create or replace trigger executions_announce_inserted
   after insert on usher.executions

@@ -105,6 +105,50 @@ describe('enqueue by plain SQL', () => {
     await waitFor(() => received.includes('usher.execution_requested:marker'), { what: 'marker notification' });
     expect(received).toEqual(['usher.execution_requested:', 'usher.execution_scheduled:', 'usher.execution_requested:marker']);
   });
+
+  it('sends no wake-up for a producer that turned it off (usher.enqueue_wakeup), and one again once it is on', async () => {
+    const listener = await t.connect();
+    const received: string[] = [];
+    listener.on('notification', (message) => received.push(`${message.channel}:${message.payload}`));
+    await listener.query('listen "usher.execution_requested"');
+    await listener.query('listen "usher.execution_scheduled"');
+    const settled = async () => {
+      const marker = `marker-${received.length}`;
+      await t.pool.query(`select pg_notify('usher.execution_requested', $1)`, [marker]);
+      await waitFor(() => received.includes(`usher.execution_requested:${marker}`), { what: 'marker notification' });
+      return received.splice(0).filter((line) => !line.endsWith(marker));
+    };
+
+    const producer = await t.connect();
+    await producer.query('set usher.enqueue_wakeup = off');
+    const { rows } = await producer.query(
+      `insert into usher.executions (action_ref) values ('demo.free'), ('demo.limited') returning action_ref, status`);
+    expect(rows).toEqual([{ action_ref: 'demo.free', status: 'scheduled' }, { action_ref: 'demo.limited', status: 'requested' }]);
+    expect(await settled()).toEqual([]);
+
+    // Only for the transaction: the session's next insert wakes again.
+    await producer.query('reset usher.enqueue_wakeup');
+    await producer.query('begin');
+    await producer.query('set local usher.enqueue_wakeup = off');
+    await producer.query(`insert into usher.executions (action_ref) values ('demo.limited')`);
+    await producer.query('commit');
+    expect(await settled()).toEqual([]);
+    await producer.query(`insert into usher.executions (action_ref) values ('demo.free'), ('demo.limited')`);
+    expect(await settled()).toEqual(['usher.execution_requested:', 'usher.execution_scheduled:']);
+    await producer.query('set usher.enqueue_wakeup = on');
+    await producer.query(`insert into usher.executions (action_ref) values ('demo.limited')`);
+    expect(await settled()).toEqual(['usher.execution_requested:']);
+  });
+
+  it('refuses an insert when usher.enqueue_wakeup is neither on nor off, and inserts nothing', async () => {
+    const before = (await t.pool.query('select count(*)::int as n from usher.executions')).rows[0].n;
+    const producer = await t.connect();
+    await producer.query(`set usher.enqueue_wakeup = 'of'`);
+    const error = await producer.query(`insert into usher.executions (action_ref) values ('demo.free')`).then(() => undefined, (e: unknown) => e as pg.DatabaseError);
+    expect(error?.message).toBe(`usher.enqueue_wakeup must be on or off, got 'of'`);
+    expect(error?.code).toBe('22023');
+    expect((await t.pool.query('select count(*)::int as n from usher.executions')).rows[0].n).toBe(before);
+  });
 });
 
 describe('enqueue from TypeScript', () => {
