@@ -38,6 +38,14 @@ export class UsherAdapter implements Adapter {
     this.pool = new pg.Pool({ connectionString: this.url, max: 12, application_name: 'bench-producer' });
   }
 
+  /** Producers from now on enqueue without the wake-up NOTIFY (`usher.enqueue_wakeup = off`). */
+  async withoutEnqueueWakeup(): Promise<void> {
+    await this.pool?.end();
+    this.pool = new pg.Pool({
+      connectionString: this.url, max: 12, application_name: 'bench-producer', options: '-c usher.enqueue_wakeup=off',
+    });
+  }
+
   /** The enqueue a user writes in psql. */
   async enqueueOne(job: Job): Promise<void> {
     await this.pool!.query(`insert into usher.executions (action_ref, params) values ($1, $2)`, [ACTION, job]);
