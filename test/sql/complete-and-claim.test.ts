@@ -4,13 +4,12 @@
  * threshold-1 lane once per execution.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type pg from 'pg';
 import { admitQueued } from '../../src/queue/executor-calls.ts';
 import { checkInvariants } from '../../src/queue/stats.ts';
 import type { ClaimedExecution } from '../../src/queue/types.ts';
 import * as calls from '../../src/queue/worker-calls.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { waitFor } from '../support/wait.ts';
+import { collectNotifications } from '../support/notifications.ts';
 
 let t: TestDatabase;
 let workerId: string;
@@ -45,22 +44,7 @@ async function statuses(): Promise<Record<string, string>> {
   return Object.fromEntries(rows.map((row) => [row.id, row.status]));
 }
 
-/** Collects usher.execution_scheduled notifications; `settled()` returns those sent before it was called. */
-async function scheduledNotifications(): Promise<{ settled(): Promise<string[]> }> {
-  const listener: pg.Client = await t.connect();
-  const received: string[] = [];
-  listener.on('notification', (message) => received.push(`${message.channel}:${message.payload}`));
-  await listener.query('listen "usher.execution_scheduled"');
-  return {
-    async settled() {
-      // Notifications arrive in commit order: once this marker is in, everything before it is too.
-      const marker = `marker-${received.length}`;
-      await t.pool.query(`select pg_notify('usher.execution_scheduled', $1)`, [marker]);
-      await waitFor(() => received.includes(`usher.execution_scheduled:${marker}`), { what: 'marker notification' });
-      return received.splice(0).filter((line) => !line.endsWith(marker));
-    },
-  };
-}
+const scheduledNotifications = () => collectNotifications(t, { 'usher.execution_scheduled': null });
 
 describe('complete_and_claim', () => {
   it('completes the running execution of a threshold-1 lane and claims the next one of the lane in the same call', async () => {
@@ -146,15 +130,11 @@ describe('complete_and_claim', () => {
   });
 
   it('announces every completed id in one usher.execution_completed notification', async () => {
-    const listener = await t.connect();
-    const received: string[] = [];
-    listener.on('notification', (message) => received.push(message.payload ?? ''));
-    await listener.query('select usher.watch_completions()');
+    const watcher = await collectNotifications(t, { 'usher.execution_completed': 'select usher.watch_completions()' });
     const ids = await insert('cc.free', 3);
     const claims = await calls.claimScheduled(t.pool, workerId, ['cc.free'], 10, 30);
     await calls.completeAndClaim(t.pool, done(...claims), next(0));
-    await waitFor(() => received.length > 0, { what: 'completion notification' });
-    expect(received).toEqual([ids.join(',')]);
+    expect(await watcher.settled()).toEqual([`usher.execution_completed:${ids.join(',')}`]);
   });
 
   it('refuses arrays of different lengths, naming them', async () => {

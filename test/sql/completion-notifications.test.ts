@@ -10,6 +10,7 @@ import { admitQueued } from '../../src/queue/executor-calls.ts';
 import type { ClaimedExecution } from '../../src/queue/types.ts';
 import * as calls from '../../src/queue/worker-calls.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { collectNotifications } from '../support/notifications.ts';
 import { waitFor } from '../support/wait.ts';
 
 const CHANNEL = 'usher.execution_completed';
@@ -49,26 +50,14 @@ async function running(action: string, count: number): Promise<ClaimedExecution[
   return calls.claimScheduled(t.pool, workerId, [action], count, 30);
 }
 
-/** A session that collects the payloads of usher.execution_completed; `settled()` returns those sent so far. */
+/** A session that collects usher.execution_completed, watching for it or only listening. */
 async function session(start: 'watch' | 'listen') {
-  const client: pg.Client = await t.connect();
-  sessions.push(client);
-  const received: string[] = [];
-  client.on('notification', (message) => {
-    if (message.channel === CHANNEL) received.push(message.payload ?? '');
-  });
-  await client.query(start === 'watch' ? 'select usher.watch_completions()' : `listen "${CHANNEL}"`);
-  return {
-    client,
-    async settled(): Promise<string[]> {
-      // Notifications arrive in commit order: once this marker is in, everything sent before it is too.
-      const marker = `marker-${Math.random()}`;
-      await t.pool.query('select pg_notify($1, $2)', [CHANNEL, marker]);
-      await waitFor(() => received.includes(marker), { what: 'marker notification' });
-      return received.splice(0).filter((payload) => payload !== marker);
-    },
-  };
+  const notifications = await collectNotifications(t, { [CHANNEL]: start === 'watch' ? 'select usher.watch_completions()' : null });
+  sessions.push(notifications.client);
+  return notifications;
 }
+
+const ended = (...payloads: string[]) => payloads.map((payload) => `${CHANNEL}:${payload}`);
 
 describe('usher.execution_completed', () => {
   it('is not sent while no session watches, though a session LISTENs', async () => {
@@ -89,7 +78,7 @@ describe('usher.execution_completed', () => {
       `insert into usher.executions (action_ref, params) values ('cn.serial', '{}'), ('cn.serial', '{}') returning id`,
     )).rows.slice(1);
     expect((await cancelExecution(t.pool, waiting!.id)).status).toBe('cancelled');
-    expect(await watcher.settled()).toEqual([`${a!.id},${b!.id}`, c!.id, waiting!.id]);
+    expect(await watcher.settled()).toEqual(ended(`${a!.id},${b!.id}`, c!.id, waiting!.id));
   });
 
   it('stops when the watcher unwatches or its session ends, and holds one lock per session however often it watches', async () => {
@@ -125,7 +114,7 @@ describe('usher.execution_completed', () => {
     const watcher = await session('watch');
     const [one] = await running('cn.free', 1);
     expect(await calls.completeExecution(watcher.client, one!, 'null')).toBe('completed');
-    expect(await watcher.settled()).toEqual([one!.id]);
+    expect(await watcher.settled()).toEqual(ended(one!.id));
   });
 
   it('makes a watcher that starts during a completing transaction that saw none wait for its commit, so the watcher reads it ended', async () => {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UsherError } from '../../src/errors.ts';
 import { enqueue, enqueueMany } from '../../src/queue/enqueue.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { waitFor } from '../support/wait.ts';
+import { collectNotifications } from '../support/notifications.ts';
 
 let t: TestDatabase;
 
@@ -21,6 +21,8 @@ async function sqlError(sql: string, values: unknown[] = []): Promise<pg.Databas
   expect(error, `expected ${sql} to fail`).toBeDefined();
   return error as pg.DatabaseError;
 }
+
+const wakeups = () => collectNotifications(t, { 'usher.execution_requested': null, 'usher.execution_scheduled': null });
 
 describe('enqueue by plain SQL', () => {
   it('places an execution of an action without policy straight into scheduled, and one with a policy into its lane', async () => {
@@ -85,12 +87,7 @@ describe('enqueue by plain SQL', () => {
   });
 
   it('wakes the executor with one NOTIFY per committed transaction, and none for a rollback', async () => {
-    const listener = await t.connect();
-    const received: string[] = [];
-    listener.on('notification', (message) => received.push(`${message.channel}:${message.payload}`));
-    await listener.query('listen "usher.execution_requested"');
-    await listener.query('listen "usher.execution_scheduled"');
-
+    const listener = await wakeups();
     const producer = await t.connect();
     await producer.query('begin');
     for (let i = 0; i < 5; i += 1) await producer.query(`insert into usher.executions (action_ref) values ('demo.limited')`);
@@ -100,24 +97,11 @@ describe('enqueue by plain SQL', () => {
     for (let i = 0; i < 5; i += 1) await producer.query(`insert into usher.executions (action_ref) values ('demo.limited')`);
     await producer.query(`insert into usher.executions (action_ref) values ('demo.free'), ('demo.free')`);
     await producer.query('commit');
-    // A marker sent after the commit: once it arrives, everything the commit sent has arrived too.
-    await producer.query(`select pg_notify('usher.execution_requested', 'marker')`);
-    await waitFor(() => received.includes('usher.execution_requested:marker'), { what: 'marker notification' });
-    expect(received).toEqual(['usher.execution_requested:', 'usher.execution_scheduled:', 'usher.execution_requested:marker']);
+    expect(await listener.settled()).toEqual(['usher.execution_requested:', 'usher.execution_scheduled:']);
   });
 
   it('sends no wake-up for a producer that turned it off (usher.enqueue_wakeup), and one again once it is on', async () => {
-    const listener = await t.connect();
-    const received: string[] = [];
-    listener.on('notification', (message) => received.push(`${message.channel}:${message.payload}`));
-    await listener.query('listen "usher.execution_requested"');
-    await listener.query('listen "usher.execution_scheduled"');
-    const settled = async () => {
-      const marker = `marker-${received.length}`;
-      await t.pool.query(`select pg_notify('usher.execution_requested', $1)`, [marker]);
-      await waitFor(() => received.includes(`usher.execution_requested:${marker}`), { what: 'marker notification' });
-      return received.splice(0).filter((line) => !line.endsWith(marker));
-    };
+    const { settled } = await wakeups();
 
     const producer = await t.connect();
     await producer.query('set usher.enqueue_wakeup = off');
