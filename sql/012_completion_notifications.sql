@@ -1,6 +1,6 @@
 -- Completion notifications go out only while someone watches for them.
 --
--- Postgres (through version 17) signals every backend that LISTENs in the database on every
+-- Postgres 15 (the version tested here) signals every backend that LISTENs in the database on every
 -- committed NOTIFY, whatever its channel: each one wakes, runs a transaction to read the queue,
 -- and drops what it does not listen to. Workers and executors listen for their own channels, so a
 -- completion notification nobody wants still woke all of them, once per completing transaction:
