@@ -22,7 +22,7 @@ export class UsherAdapter implements Adapter {
 
   async setup(mode: Mode): Promise<void> {
     await recreateDatabase(DATABASE);
-    this.pool = new pg.Pool({ connectionString: this.url, max: 12, application_name: 'bench-producer' });
+    this.pool = this.producerPool();
     await migrate(this.pool, log);
     await this.pool.query(`insert into usher.actions (ref) values ($1)`, [ACTION]);
     const threshold = mode.kind === 'serial' || mode.kind === 'lanes' ? 1 : mode.kind === 'limit' ? mode.threshold : null;
@@ -35,15 +35,17 @@ export class UsherAdapter implements Adapter {
   }
 
   async connect(): Promise<void> {
-    this.pool = new pg.Pool({ connectionString: this.url, max: 12, application_name: 'bench-producer' });
+    this.pool = this.producerPool();
   }
 
   /** Producers from now on enqueue without the wake-up NOTIFY (`usher.enqueue_wakeup = off`). */
   async withoutEnqueueWakeup(): Promise<void> {
     await this.pool?.end();
-    this.pool = new pg.Pool({
-      connectionString: this.url, max: 12, application_name: 'bench-producer', options: '-c usher.enqueue_wakeup=off',
-    });
+    this.pool = this.producerPool('-c usher.enqueue_wakeup=off');
+  }
+
+  private producerPool(options?: string): pg.Pool {
+    return new pg.Pool({ connectionString: this.url, max: 12, application_name: 'bench-producer', options });
   }
 
   /** The enqueue a user writes in psql. */
