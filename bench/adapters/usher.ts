@@ -110,11 +110,17 @@ export class UsherAdapter implements Adapter {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     this.apiUrl = await new Promise<string>((resolve, reject) => {
       let buffered = '';
-      child.stdout!.on('data', (chunk: Buffer) => {
+      const readListening = (chunk: Buffer) => {
         buffered += chunk.toString('utf8');
         const listening = buffered.split('\n').map((line) => /"event":"api:listening".*?"url":"([^"]+)"/.exec(line)?.[1]).find(Boolean);
-        if (listening) resolve(listening);
-      });
+        if (!listening) return;
+        // Its request logs are read and dropped from now on: this process runs the measured
+        // worker, and scanning a growing buffer on every log line would be measured with it.
+        child.stdout!.off('data', readListening);
+        child.stdout!.resume();
+        resolve(listening);
+      };
+      child.stdout!.on('data', readListening);
       child.once('exit', (code) => reject(new Error(`usher api exited (${code}) before listening`)));
     });
     return {
