@@ -31,7 +31,7 @@ export function markOutcome(db: Queryable, claim: ClaimedExecution, outcome: Out
  * Retries transient failures for up to one lease; past that the lease is gone anyway. 'unstorable'
  * when the database refused the data itself (class 22: a result jsonb cannot hold).
  */
-export async function markWithRetry(leaseSeconds: number, markOnce: () => Promise<MarkResult>, log: Logger): Promise<MarkResult | 'unstorable'> {
+export async function markWithRetry(leaseSeconds: number, markOnce: () => Promise<MarkResult>, log: () => Logger): Promise<MarkResult | 'unstorable'> {
   const deadline = Date.now() + leaseSeconds * 1000;
   for (let attempt = 1; ; attempt += 1) {
     try {
@@ -42,7 +42,7 @@ export async function markWithRetry(leaseSeconds: number, markOnce: () => Promis
         throw error;
       }
       if (Date.now() > deadline) throw error;
-      log.warn({ event: 'execution:mark_retrying', err: error, attempt }, 'mark failed; retrying');
+      log().warn({ event: 'execution:mark_retrying', err: error, attempt }, 'mark failed; retrying');
       await delay(backoffMs(attempt));
     }
   }

@@ -7,6 +7,10 @@ import type { ClaimedExecution } from '../queue/types.ts';
 
 export type AbortCause = 'timeout' | 'cancel' | 'shutdown' | 'lease_lost';
 
+/**
+ * A handler's second argument. `log` and `signal` are getters, made on first read (most handlers
+ * read neither): destructuring (`{ log, signal }`) reads them; spreading ctx copies only `execution`.
+ */
 export interface HandlerContext {
   readonly execution: { readonly id: string; readonly action_ref: string; readonly attempt: number };
   readonly log: Logger;
@@ -51,16 +55,30 @@ export type Outcome =
 
 /** One execution in flight on this worker. */
 export class RunningExecution {
-  readonly controller = new AbortController();
   cause: AbortCause | undefined;
   /**
    * performance.now() when the request that last set this lease's expiry was sent. The database
    * cannot expire the lease earlier than a lease's length after it. Durations only, never wall-clock time.
    */
   leaseRenewalSentAt: number;
+  /** Called once, when the execution is aborted while its handler runs. */
+  onAbort: (() => void) | undefined;
+  // Made when the handler first reads ctx.signal: most handlers never do, and making an
+  // AbortController was a tenth of a no-op execution's time in this process.
+  private controller: AbortController | undefined;
+  private abortError: Error | undefined;
 
   constructor(readonly claim: ClaimedExecution, claimSentAt: number) {
     this.leaseRenewalSentAt = claimSentAt;
+  }
+
+  /** Aborts on timeout, cancel, shutdown or a lost lease; already aborted if read after that. */
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.abortError) this.controller.abort(this.abortError);
+    }
+    return this.controller.signal;
   }
 
   abort(cause: AbortCause): void {
@@ -68,7 +86,9 @@ export class RunningExecution {
     this.cause = cause;
     const error = new Error(`execution ${this.claim.id} aborted: ${cause}`);
     error.name = cause === 'timeout' ? 'TimeoutError' : 'AbortError';
-    this.controller.abort(error);
+    this.abortError = error;
+    this.controller?.abort(error);
+    this.onAbort?.();
   }
 }
 
@@ -121,26 +141,45 @@ export function failureFromReason(reason: string): Outcome {
   return failure('ResultNotStorable', reason, false);
 }
 
-export async function runHandler(handler: Handler, running: RunningExecution, log: Logger, abortGraceMs: number): Promise<Outcome> {
+class ExecutionContext implements HandlerContext {
+  readonly execution: HandlerContext['execution'];
+  readonly #running: RunningExecution;
+  readonly #logOf: () => Logger;
+
+  constructor(running: RunningExecution, logOf: () => Logger) {
+    const { claim } = running;
+    this.execution = { id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt };
+    this.#running = running;
+    this.#logOf = logOf;
+  }
+
+  get log(): Logger {
+    return this.#logOf();
+  }
+
+  get signal(): AbortSignal {
+    return this.#running.signal;
+  }
+
+  pauseLaneUntil(until: Date, reason?: string): never {
+    if (!(until instanceof Date) || Number.isNaN(until.getTime())) {
+      throw new NonRetryableError(`ctx.pauseLaneUntil needs a valid Date, got ${String(until)}`);
+    }
+    throw new LanePause(until, reason);
+  }
+}
+
+/** `log` is called when the handler first reads ctx.log: a child logger is made only for handlers that log. */
+export async function runHandler(handler: Handler, running: RunningExecution, log: () => Logger, abortGraceMs: number): Promise<Outcome> {
   const { claim } = running;
   const timeoutTimer = setTimeout(() => running.abort('timeout'), Math.min(claim.timeout_seconds * 1000, MAX_TIMER_MS));
   let graceTimer: NodeJS.Timeout | undefined;
   const graceOver = new Promise<'grace_over'>((resolve) => {
-    running.controller.signal.addEventListener('abort', () => {
+    running.onAbort = () => {
       graceTimer = setTimeout(() => resolve('grace_over'), abortGraceMs);
-    }, { once: true });
+    };
   });
-  const ctx: HandlerContext = {
-    execution: { id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt },
-    log,
-    signal: running.controller.signal,
-    pauseLaneUntil(until: Date, reason?: string): never {
-      if (!(until instanceof Date) || Number.isNaN(until.getTime())) {
-        throw new NonRetryableError(`ctx.pauseLaneUntil needs a valid Date, got ${String(until)}`);
-      }
-      throw new LanePause(until, reason);
-    },
-  };
+  const ctx = new ExecutionContext(running, log);
   const settled = Promise.resolve()
     .then(() => handler(claim.params, ctx))
     .then((value) => ({ ok: true as const, value }), (error: unknown) => ({ ok: false as const, error }));

@@ -214,13 +214,16 @@ export class Worker {
   private execute(running: RunningExecution): void {
     const { claim } = running;
     this.running.set(claim.id, running);
-    const log = this.log.child({ execution_id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt });
+    // The execution's child logger is made when first needed: at the usual levels a no-op
+    // execution that completes logs nothing but its one info line, and often not even that.
+    let childLog: Logger | undefined;
+    const log = () => (childLog ??= this.log.child({ execution_id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt }));
     const handler = this.handlers.get(claim.action_ref)!.handler;
     let claimedInMark = false;
     // Aborted while it waited (shutdown, cancel, lost lease): reported without running.
     const abortedWhileWaiting = running.cause;
     const runs = abortedWhileWaiting === undefined;
-    if (runs) log.debug({ event: 'execution:started' }, 'running');
+    if (runs && this.log.isLevelEnabled('debug')) log().debug({ event: 'execution:started' }, 'running');
     const outcome: Promise<Outcome> = runs
       ? runHandler(handler, running, log, this.options.abortGraceSeconds * 1000)
       : Promise.resolve({ kind: 'aborted', cause: abortedWhileWaiting === 'timeout' ? 'shutdown' : abortedWhileWaiting });
@@ -229,11 +232,11 @@ export class Worker {
       .then(async (ended) => {
         // The handler is done: its slot goes to the next waiting execution while the outcome is marked.
         this.handlersRunning -= 1;
-        if (runs) log.debug({ event: 'execution:returned', outcome: ended.kind }, 'handler settled');
+        if (runs && this.log.isLevelEnabled('debug')) log().debug({ event: 'execution:returned', outcome: ended.kind }, 'handler settled');
         this.startWaitingSoon();
         claimedInMark = await this.report(running, ended, log);
       })
-      .catch((error: unknown) => this.die(error, claim, log))
+      .catch((error: unknown) => this.die(error, claim, log()))
       .finally(() => {
         this.running.delete(claim.id);
         this.inFlight.delete(task);
@@ -249,10 +252,10 @@ export class Worker {
   }
 
   /** Marks the outcome; true when the mark also claimed for the slot it frees (completions only). */
-  private async report(running: RunningExecution, outcome: Outcome, log: Logger): Promise<boolean> {
+  private async report(running: RunningExecution, outcome: Outcome, log: () => Logger): Promise<boolean> {
     const { claim } = running;
     if (outcome.kind === 'aborted' && outcome.cause === 'lease_lost') {
-      log.warn({ event: 'execution:lease_lost' }, 'lease lost; the outcome is not reported');
+      log().warn({ event: 'execution:lease_lost' }, 'lease lost; the outcome is not reported');
       return false;
     }
     let claimed = false;
@@ -267,13 +270,15 @@ export class Worker {
       status = await markWithRetry(this.options.leaseSeconds, () => markOutcome(this.pool, claim, failed), log);
     }
     if (status === null || status === 'unstorable') {
-      log.warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
+      log().warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
+    } else if (!this.log.isLevelEnabled('info')) {
+      // Nothing more to log at this level, and no child logger to make for it.
     } else if (outcome.kind === 'postponed') {
-      log.info({ event: 'execution:postponed', until: outcome.until.toISOString(), reason: outcome.reason }, 'lane paused; execution back at its head');
+      log().info({ event: 'execution:postponed', until: outcome.until.toISOString(), reason: outcome.reason }, 'lane paused; execution back at its head');
     } else if (status === 'requested' || status === 'delayed') {
-      log.info({ event: 'execution:retrying', outcome: outcome.kind }, 'attempt ended; retrying after backoff');
+      log().info({ event: 'execution:retrying', outcome: outcome.kind }, 'attempt ended; retrying after backoff');
     } else {
-      log.info({ event: `execution:${status}` }, `execution ${status}`);
+      log().info({ event: `execution:${status}` }, `execution ${status}`);
     }
     return claimed;
   }
