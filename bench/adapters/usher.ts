@@ -1,5 +1,5 @@
 /** Usher through its public TypeScript API: plain INSERTs, embedded Worker and Executor. */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { createLogger } from '../../src/log.ts';
@@ -11,7 +11,19 @@ import type { Adapter, Job, Mode, RunningWorkers, SystemConfig, WorkerSettings }
 const DATABASE = 'bench_usher';
 const ACTION = 'bench.noop';
 const log = createLogger('silent');
-const cliPath = fileURLToPath(new URL('../../bin/usher.js', import.meta.url));
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const cliPath = `${root}bin/usher.js`;
+let compiled = false;
+
+/**
+ * Builds dist/ once per benchmark process: bin/usher.js runs it, as a deployment does, only when
+ * it is newer than every source file, and otherwise runs the sources under the TypeScript loader.
+ */
+export function compileOnce(): void {
+  if (compiled) return;
+  execFileSync(process.execPath, [`${root}node_modules/typescript/bin/tsc`, '-p', `${root}tsconfig.build.json`], { cwd: root });
+  compiled = true;
+}
 
 export class UsherAdapter implements Adapter {
   private pool: pg.Pool | undefined;
@@ -102,6 +114,7 @@ export class UsherAdapter implements Adapter {
    * enqueueOneByApi. Keep-alive connections, as a client in production would hold.
    */
   async startApi(): Promise<RunningWorkers> {
+    compileOnce();
     const child = spawn(process.execPath, [cliPath, 'api', '--port', '0'], {
       env: { ...process.env, DATABASE_URL: this.url, USHER_LOG_LEVEL: 'info', USHER_API_TOKENS: '' },
       stdio: ['ignore', 'pipe', 'inherit'],

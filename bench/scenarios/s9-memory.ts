@@ -3,10 +3,11 @@
  * a deployment runs it) at concurrency 50 draining no-op executions; its resident set is sampled
  * from /proc. Scenario 1's RSS column is a harness process with the TypeScript loader in it.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { compileOnce } from '../adapters/usher.ts';
 import { databaseUrl } from '../db.ts';
 import { measure, type RunContext, type ScenarioResult } from '../stats.ts';
 
@@ -25,8 +26,7 @@ function residentBytes(pid: number): number {
 export async function workerMemory(ctx: RunContext): Promise<ScenarioResult> {
   const total = ctx.quick ? 5_000 : 50_000;
   const configs = ctx.configs.filter((config) => config.system === 'usher');
-  // bin/usher.js runs dist/ only when it is newer than every source file.
-  execFileSync(process.execPath, [`${root}node_modules/typescript/bin/tsc`, '-p', `${root}tsconfig.build.json`], { cwd: root });
+  compileOnce();
   const rows = await measure(ctx, `usher worker × ${CONCURRENCY}`, configs, async (adapter, config) => {
     await adapter.setup({ kind: 'free' });
     await adapter.enqueueBulk(Array.from({ length: total }, (_, seq) => ({ seq })), { kind: 'free' });
