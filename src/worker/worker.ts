@@ -214,8 +214,8 @@ export class Worker {
   private execute(running: RunningExecution): void {
     const { claim } = running;
     this.running.set(claim.id, running);
-    // The execution's child logger is made when first needed: at the usual levels a no-op
-    // execution that completes logs nothing but its one info line, and often not even that.
+    // The execution's child logger is made only when something logs for it: a handler that
+    // reads ctx.log, or the worker's own lines (at warn, a completed execution logs none).
     let childLog: Logger | undefined;
     const log = () => (childLog ??= this.log.child({ execution_id: claim.id, action_ref: claim.action_ref, attempt: claim.attempt }));
     const handler = this.handlers.get(claim.action_ref)!.handler;
