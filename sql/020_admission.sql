@@ -193,6 +193,134 @@ $$;
 comment on function usher.release_slots(text, integer, integer) is
   'Gives p_count slots of a lane back (p_scope_counted of them also to its scope''s running quota) and admits the next waiting executions, in the caller''s transaction; returns the ids admitted, without waking workers. The caller must hold the lane row lock.';
 
+create or replace function usher.release_lane_slots(p_lane_keys text[], p_counts integer[], p_scope_counted integer[])
+returns bigint[]
+language plpgsql
+as $$
+declare
+  v_now timestamptz := clock_timestamp();
+  v_any_paused boolean;
+  v_plain_keys text[];
+  v_plain_counts integer[];
+  v_thresholds integer[];
+  v_skip_backoff boolean[];
+  v_other record;
+  v_admitted bigint[] := '{}';
+  v_lanes_written integer;
+  -- As in admit_lane_head: a variable inside IS TRUE keeps the update on the primary key.
+  v_requested constant text := 'requested';
+begin
+  -- A lane whose policy is a slot limit alone (no rate limit, no quota) while nothing is paused
+  -- gives back its slots and admits its next in the set-based statement below, with every other
+  -- such lane of the batch. Anything else goes through release_slots, lane by lane.
+  v_any_paused := exists (select 1 from usher.actions a where a.paused_at is not null)
+    or exists (select 1 from usher.pack_pauses);
+  with scopes as (
+    select s.scope, p.threshold, p.rate_limit_max_executions, p.quotas, p.on_failure
+    from (select distinct split_part(k, '#', 1) as scope from unnest(p_lane_keys) k) s
+    cross join lateral usher.lane_policy(s.scope) p
+  )
+  select array_agg(r.lane_key order by r.lane_key), array_agg(r.count order by r.lane_key),
+    array_agg(s.threshold order by r.lane_key), array_agg(coalesce(s.on_failure = 'skip', false) order by r.lane_key)
+  into v_plain_keys, v_plain_counts, v_thresholds, v_skip_backoff
+  from unnest(p_lane_keys, p_counts, p_scope_counted) as r (lane_key, count, scope_counted)
+  join scopes s on s.scope = split_part(r.lane_key, '#', 1)
+  where not v_any_paused
+    and r.scope_counted = 0
+    and s.rate_limit_max_executions is null
+    and coalesce(s.quotas, '[]'::jsonb) = '[]'::jsonb;
+
+  for v_other in
+    select r.lane_key, r.count, r.scope_counted
+    from unnest(p_lane_keys, p_counts, p_scope_counted) as r (lane_key, count, scope_counted)
+    where r.lane_key <> all (coalesce(v_plain_keys, '{}'))
+    order by r.lane_key
+  loop
+    v_admitted := v_admitted || usher.release_slots(v_other.lane_key, v_other.count, v_other.scope_counted);
+  end loop;
+  if v_plain_keys is null then
+    return v_admitted;
+  end if;
+
+  -- What admit_lane_head does for one lane, for all of them at once: each lane's free slots are
+  -- its threshold less what it holds after this release (1000 at a time without threshold), filled
+  -- head first; a retry in its backoff holds the rest of its lane unless the policy skips it; a
+  -- blocked or paused lane admits nothing. The lane row is written once, release and admission together.
+  with lane as (
+    select l.lane_key, r.count, l.active_count - r.count as holding,
+      case
+        when l.blocked_by is not null or l.paused_until > v_now then 0
+        when r.threshold is null then 1000
+        else greatest(r.threshold - (l.active_count - r.count), 0)
+      end as free,
+      r.skip_backoff
+    from unnest(v_plain_keys, v_plain_counts, v_thresholds, v_skip_backoff) as r (lane_key, count, threshold, skip_backoff)
+    join usher.lanes l on l.lane_key = r.lane_key
+  ),
+  head as (
+    select h.id, h.lane_key, h.position, h.held
+    from lane
+    cross join lateral (
+      select e.id, e.lane_key, row_number() over w as position,
+        count(*) filter (where e.run_at > v_now) over w as held
+      from usher.executions e
+      where e.lane_key = lane.lane_key
+        and e.status = 'requested'
+        and (not lane.skip_backoff or e.run_at is null or e.run_at <= v_now)
+      window w as (order by e.queue_position, e.id)
+      order by e.queue_position, e.id
+      limit lane.free
+    ) h
+    where lane.free > 0
+  ),
+  admitted as (
+    update usher.executions e
+    set status = 'scheduled',
+      scheduled_at = v_now,
+      run_at = null,
+      scope_counted = false,
+      updated_at = v_now
+    from head
+    where e.id = head.id
+      and head.held = 0
+      and (e.status = v_requested) is true
+    returning e.id, e.lane_key, e.action_ref, e.attempt, coalesce(e.queued_at, e.created_at) as waiting_since
+  ),
+  recorded as (
+    insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
+    select a.id, a.action_ref, 'scheduled', 'requested', a.attempt, extract(epoch from v_now - a.waiting_since)
+    from admitted a
+    order by a.id
+  ),
+  per_lane as (
+    select a.lane_key, count(*)::integer as admitted from admitted a group by a.lane_key
+  ),
+  written as (
+    update usher.lanes l
+    set active_count = lane.holding + coalesce(per_lane.admitted, 0),
+      total_admitted = l.total_admitted + coalesce(per_lane.admitted, 0),
+      recent_admissions = case when per_lane.admitted > 0 then '{}' else l.recent_admissions end,
+      rate_limited_until = case when per_lane.admitted > 0 then null else l.rate_limited_until end,
+      updated_at = v_now
+    from lane
+    left join per_lane on per_lane.lane_key = lane.lane_key
+    where l.lane_key = lane.lane_key
+    returning l.lane_key
+  )
+  select v_admitted || coalesce((select array_agg(a.id order by a.id) from admitted a), '{}'),
+    (select count(*) from written)
+  into v_admitted, v_lanes_written;
+  if v_lanes_written <> cardinality(v_plain_keys) then
+    raise exception 'usher: % of % lanes releasing slots have no row', cardinality(v_plain_keys) - v_lanes_written, cardinality(v_plain_keys)
+      using errcode = 'data_corrupted';
+  end if;
+  return v_admitted;
+end
+$$;
+
+comment on function usher.release_lane_slots(text[], integer[], integer[]) is
+  'Gives slots back to several lanes at once (p_counts[i] to p_lane_keys[i], p_scope_counted[i] of them also to its scope''s running quota) and admits each lane''s next waiting executions, in the caller''s transaction; returns the ids admitted, without waking workers. Lanes under a plain slot limit are handled together in one statement. The caller must hold the lane row locks.';
+
 create or replace function usher.release_slot(p_lane_key text, p_scope_counted boolean)
 returns integer
 language plpgsql
@@ -313,8 +441,11 @@ $$;
 comment on function usher.admit_lane(text) is
   'Executor step for one lane: admits into free slots, then applies method "cancel" and max_queue_length to those still waiting. Returns how many were admitted.';
 
+-- The result gained a column: a changed return type needs the old function dropped first.
+drop function if exists usher.admission_candidates();
+
 create or replace function usher.admission_candidates()
-returns table (lane_key text, queue_length bigint)
+returns table (lane_key text, queue_length bigint, plain boolean)
 language sql
 stable
 as $$
@@ -324,7 +455,13 @@ as $$
     where e.status = 'requested'
     group by e.lane_key
   )
-  select w.lane_key, w.queue_length
+  select w.lane_key, w.queue_length,
+    p.rate_limit_max_executions is null
+      and coalesce(p.quotas, '[]'::jsonb) = '[]'::jsonb
+      and coalesce(p.method, 'enqueue') = 'enqueue'
+      and w.queue_length <= coalesce(p.max_queue_length, w.queue_length)
+      and not exists (select 1 from usher.actions a where a.paused_at is not null)
+      and not exists (select 1 from usher.pack_pauses)
   from waiting w
   left join usher.lanes l on l.lane_key = w.lane_key
   cross join lateral usher.lane_policy(w.lane_key) p
@@ -335,25 +472,67 @@ as $$
 $$;
 
 comment on function usher.admission_candidates() is
-  'Lanes with waiting executions that admission can act on: neither blocked nor paused and with a free slot or method cancel, or with a queue over its max length.';
+  'Lanes with waiting executions that admission can act on: neither blocked nor paused and with a free slot or method cancel, or with a queue over its max length. plain: the lane only needs its free slots filled (a slot limit alone, nothing to turn away, nothing paused).';
+
+create or replace function usher.admit_plain_lanes(p_lane_keys text[])
+returns integer
+language plpgsql
+set plan_cache_mode = force_generic_plan
+set jit = off
+set enable_seqscan = off
+as $$
+declare
+  v_lanes integer := cardinality(p_lane_keys);
+  v_admitted integer;
+begin
+  -- Lanes are created on their first admission, and locked in key order as everywhere, so
+  -- executors admitting overlapping batches and workers completing in these lanes cannot deadlock.
+  insert into usher.lanes (lane_key)
+  select k from unnest(p_lane_keys) k order by k
+  on conflict do nothing;
+  perform 1 from usher.lanes l where l.lane_key = any (p_lane_keys) order by l.lane_key for update;
+  v_admitted := cardinality(usher.release_lane_slots(p_lane_keys, array_fill(0, array[v_lanes]), array_fill(0, array[v_lanes])));
+  if v_admitted > 0 then
+    perform pg_notify('usher.execution_scheduled', '');
+  end if;
+  return v_admitted;
+end
+$$;
+
+comment on function usher.admit_plain_lanes(text[]) is
+  'Executor step for lanes that only need their free slots filled (admission_candidates().plain): admits the head of each into its free slots in one transaction, and wakes the workers. Returns how many were admitted.';
 
 create or replace procedure usher.admit_queued(inout lanes_visited integer default 0, inout admitted integer default 0)
 language plpgsql
 as $$
 declare
   v_lane record;
+  v_plain text[] := '{}';
 begin
-  for v_lane in select c.lane_key from usher.admission_candidates() c loop
-    admitted := admitted + usher.admit_lane(v_lane.lane_key);
+  for v_lane in select c.lane_key, c.plain from usher.admission_candidates() c loop
     lanes_visited := lanes_visited + 1;
-    -- One transaction per lane: a lane lock is never held while another lane is worked on.
+    if v_lane.plain then
+      -- Up to 100 lanes a transaction: a burst across many lanes starts without a commit per lane,
+      -- and no lane is held locked for long.
+      v_plain := v_plain || v_lane.lane_key;
+      continue when cardinality(v_plain) < 100;
+      admitted := admitted + usher.admit_plain_lanes(v_plain);
+      v_plain := '{}';
+    else
+      admitted := admitted + usher.admit_lane(v_lane.lane_key);
+    end if;
+    -- Otherwise one transaction per lane: a lane lock is never held while another lane is worked on.
     commit;
   end loop;
+  if cardinality(v_plain) > 0 then
+    admitted := admitted + usher.admit_plain_lanes(v_plain);
+    commit;
+  end if;
 end
 $$;
 
 comment on procedure usher.admit_queued(integer, integer) is
-  'Runs admission for every lane that can act (CALL usher.admit_queued();), committing lane by lane. Safe to run from any number of executors at once.';
+  'Runs admission for every lane that can act (CALL usher.admit_queued();), committing lane by lane, or 100 lanes at a time where they only need their free slots filled. Safe to run from any number of executors at once.';
 
 create or replace function usher.release_due_delayed(p_limit integer default 1000)
 returns integer

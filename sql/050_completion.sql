@@ -304,7 +304,9 @@ declare
   v_lane_keys text[] := '{}';
   v_scope_counted boolean[] := '{}';
   v_from text;
-  v_lane record;
+  v_release_keys text[];
+  v_release_counts integer[];
+  v_release_scoped integer[];
   v_admitted bigint[] := '{}';
   -- Compared inside IS TRUE, so no plan reads an index of every row in that status (as in admit_lane_head).
   v_scheduled constant text := 'scheduled';
@@ -360,15 +362,17 @@ begin
   end loop;
 
   -- Each lane gives back its slots and admits its next executions once, for the whole batch.
-  for v_lane in
+  select array_agg(u.lane_key), array_agg(u.released), array_agg(u.scoped)
+  into v_release_keys, v_release_counts, v_release_scoped
+  from (
     select u.lane_key, count(*)::integer as released, (count(*) filter (where u.scope_counted))::integer as scoped
     from unnest(v_lane_keys, v_scope_counted) as u (lane_key, scope_counted)
     where u.lane_key is not null
     group by u.lane_key
-    order by u.lane_key
-  loop
-    v_admitted := v_admitted || usher.release_slots(v_lane.lane_key, v_lane.released, v_lane.scoped);
-  end loop;
+  ) u;
+  if v_release_keys is not null then
+    v_admitted := usher.release_lane_slots(v_release_keys, v_release_counts, v_release_scoped);
+  end if;
   perform usher.notify_completed(v_completed);
 
   if p_limit > 0 then

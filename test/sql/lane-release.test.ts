@@ -1,0 +1,198 @@
+/**
+ * Admission of many lanes at once: usher.release_lane_slots, through complete_and_claim (a batch of
+ * completions gives back the slots of many lanes and admits each lane's next), and the executor's
+ * admit_queued, which fills plain lanes 100 to a transaction. Lanes under a plain slot limit go
+ * through one set-based statement; rate limits, quotas and pauses go lane by lane. Both must admit
+ * exactly what admission lane by lane would.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { admitQueued } from '../../src/queue/executor-calls.ts';
+import { checkInvariants } from '../../src/queue/stats.ts';
+import type { ClaimedExecution } from '../../src/queue/types.ts';
+import * as calls from '../../src/queue/worker-calls.ts';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+
+let t: TestDatabase;
+let workerId: string;
+const ACTIONS = ['lr.grouped', 'lr.wait', 'lr.skip', 'lr.rate', 'lr.other'];
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  workerId = await calls.registerWorker(t.pool, {
+    name: 'sql-lane-release', host: 'test', pid: 1, concurrency: 100, actions: ACTIONS.map((ref) => ({ ref })),
+  });
+});
+afterAll(() => t.drop());
+beforeEach(async () => {
+  await t.pool.query(`delete from usher.executions; delete from usher.lanes; delete from usher.policies;
+    update usher.actions set paused_at = null, retry_delay_seconds = 3600`);
+});
+
+async function insert(actionRef: string, params: object[], maxRetries = 0): Promise<string[]> {
+  const { rows } = await t.pool.query<{ id: string }>(
+    `insert into usher.executions (action_ref, params, max_retries)
+     select $1, p, $3 from jsonb_array_elements($2::jsonb) with ordinality as t (p, n) order by n returning id`,
+    [actionRef, JSON.stringify(params), maxRetries],
+  );
+  return rows.map((row) => row.id).sort((a, b) => Number(a) - Number(b));
+}
+
+async function statusesOf(ids: string[]): Promise<string[]> {
+  const { rows } = await t.pool.query<{ status: string }>(
+    'select e.status from unnest($1::bigint[]) with ordinality as i (id, n) join usher.executions e on e.id = i.id order by i.n', [ids]);
+  return rows.map((row) => row.status);
+}
+
+async function lanes(): Promise<{ lane_key: string; active_count: number; total_admitted: string }[]> {
+  const { rows } = await t.pool.query('select lane_key, active_count, total_admitted from usher.lanes order by lane_key');
+  return rows;
+}
+
+const claimAll = () => calls.claimScheduled(t.pool, workerId, ACTIONS, 100, 30);
+const complete = (claims: ClaimedExecution[], limit = 0) => calls.completeAndClaim(
+  t.pool, claims.map((claim) => ({ claim, resultJson: 'null' })), { workerId, actionRefs: ACTIONS, limit, leaseSeconds: 30 });
+const byId = (claims: ClaimedExecution[], ...ids: string[]) => ids.map((id) => claims.find((claim) => claim.id === id)!);
+
+describe('releasing the slots of many lanes in one batch', () => {
+  it('admits each lane of a grouped policy head first, up to its threshold, and records each admission once', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters) values ('lr', 'lr.grouped', 2, '{k}')`);
+    const ids = await insert('lr.grouped', [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3].map((k) => ({ k })));
+    const lane = (k: number) => ids.filter((_, i) => i % 3 === k - 1);
+    await admitQueued(t.pool);
+    const running = await claimAll();
+    expect(running.map((claim) => claim.id)).toEqual([...lane(1).slice(0, 2), ...lane(2).slice(0, 2), ...lane(3).slice(0, 2)].sort((a, b) => Number(a) - Number(b)));
+
+    // Lane 1 frees both slots, lane 2 one, lane 3 none.
+    const answer = await complete(byId(running, lane(1)[0]!, lane(2)[0]!, lane(1)[1]!));
+    expect(answer.statuses).toEqual(['completed', 'completed', 'completed']);
+    expect(await statusesOf(lane(1))).toEqual(['completed', 'completed', 'scheduled', 'scheduled']);
+    expect(await statusesOf(lane(2))).toEqual(['completed', 'running', 'scheduled', 'requested']);
+    expect(await statusesOf(lane(3))).toEqual(['running', 'running', 'requested', 'requested']);
+    expect(await lanes()).toEqual([
+      { lane_key: 'action:lr.grouped#[1]', active_count: 2, total_admitted: '4' },
+      { lane_key: 'action:lr.grouped#[2]', active_count: 2, total_admitted: '3' },
+      { lane_key: 'action:lr.grouped#[3]', active_count: 2, total_admitted: '2' },
+    ]);
+    const { rows: admissions } = await t.pool.query<{ execution_id: string }>(
+      `select execution_id from usher.execution_transitions where status = 'scheduled' and previous_status = 'requested' order by execution_id`);
+    expect(admissions.map((row) => row.execution_id)).toEqual(
+      [...lane(1), ...lane(2).slice(0, 3), ...lane(3).slice(0, 2)].sort((a, b) => Number(a) - Number(b)));
+    expect(await checkInvariants(t.pool)).toEqual([]);
+  });
+
+  it('lets a retry in its backoff hold its lane, and admits past it when the policy says skip', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, on_failure) values
+      ('lr-wait', 'lr.wait', 2, 'wait'), ('lr-skip', 'lr.skip', 2, 'skip')`);
+    const wait = await insert('lr.wait', [{}, {}, {}, {}], 1);
+    const skip = await insert('lr.skip', [{}, {}, {}, {}], 1);
+    await admitQueued(t.pool);
+    const running = await claimAll();
+    expect(running).toHaveLength(4);
+    // The head of each lane fails with a retry left: it goes back to its place for an hour.
+    for (const claim of byId(running, wait[0]!, skip[0]!)) {
+      expect(await calls.failExecution(t.pool, claim, 'boom', null)).toBe('requested');
+    }
+    expect(await statusesOf(wait)).toEqual(['requested', 'running', 'requested', 'requested']);
+    expect(await statusesOf(skip)).toEqual(['requested', 'running', 'scheduled', 'requested']);
+
+    await complete(byId(running, wait[1]!, skip[1]!));
+    expect(await statusesOf(wait)).toEqual(['requested', 'completed', 'requested', 'requested']);
+    expect(await statusesOf(skip)).toEqual(['requested', 'completed', 'scheduled', 'scheduled']);
+    expect(await lanes()).toEqual([
+      { lane_key: 'action:lr.skip', active_count: 2, total_admitted: '4' },
+      { lane_key: 'action:lr.wait', active_count: 0, total_admitted: '2' },
+    ]);
+    expect(await checkInvariants(t.pool)).toEqual([]);
+  });
+
+  it('admits nothing into a paused lane, and drains a lane whose policy was disabled', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters) values ('lr', 'lr.grouped', 1, '{k}')`);
+    const ids = await insert('lr.grouped', [{ k: 1 }, { k: 2 }, { k: 1 }, { k: 2 }, { k: 2 }]);
+    await admitQueued(t.pool);
+    const running = await claimAll();
+    expect(running.map((claim) => claim.id)).toEqual([ids[0], ids[1]]);
+    await t.pool.query(`select usher.pause_lane('action:lr.grouped#[1]', now() + interval '1 hour')`);
+    await t.pool.query(`update usher.policies set enabled = false`);
+
+    await complete(running);
+    expect(await statusesOf(ids)).toEqual(['completed', 'completed', 'requested', 'scheduled', 'scheduled']);
+    expect(await lanes()).toEqual([
+      { lane_key: 'action:lr.grouped#[1]', active_count: 0, total_admitted: '1' },
+      { lane_key: 'action:lr.grouped#[2]', active_count: 2, total_admitted: '3' },
+    ]);
+  });
+
+  it('takes a rate-limited lane, and every lane while an action is paused, lane by lane with the same outcome', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, rate_limit_max_executions, rate_limit_window_seconds, parameters) values
+      ('lr-rate', 'lr.rate', 1, 2, 3600, '{}'), ('lr', 'lr.grouped', 1, null, null, '{k}'), ('lr-other', 'lr.other', 1, null, null, '{}')`);
+    const rate = await insert('lr.rate', [{}, {}, {}]);
+    const grouped = await insert('lr.grouped', [{ k: 1 }, { k: 1 }, { k: 1 }]);
+    const other = await insert('lr.other', [{}, {}]);
+    await admitQueued(t.pool);
+    const running = await claimAll();
+    expect(running.map((claim) => claim.id)).toEqual([rate[0], grouped[0], other[0]]);
+
+    // The rate lane's second admission fills its window of 2; the plain lane admits as usual.
+    await complete(byId(running, rate[0]!, grouped[0]!));
+    expect(await statusesOf(rate)).toEqual(['completed', 'scheduled', 'requested']);
+    expect(await statusesOf(grouped)).toEqual(['completed', 'scheduled', 'requested']);
+    const { rows: [window] } = await t.pool.query(
+      `select cardinality(recent_admissions) as recent, rate_limited_until > now() + interval '59 minutes' as closed
+       from usher.lanes where lane_key = 'action:lr.rate'`);
+    expect(window).toEqual({ recent: 2, closed: true });
+
+    // With any action paused, every lane goes lane by lane: the paused action's lane admits nothing.
+    await t.pool.query(`select usher.pause_action('lr.other')`);
+    const next = await claimAll();
+    expect(next.map((claim) => claim.id)).toEqual([rate[1], grouped[1]]);
+    await complete([...next, ...byId(running, other[0]!)]);
+    expect(await statusesOf(rate)).toEqual(['completed', 'completed', 'requested']);
+    expect(await statusesOf(grouped)).toEqual(['completed', 'completed', 'scheduled']);
+    expect(await statusesOf(other)).toEqual(['completed', 'requested']);
+    expect(await lanes()).toEqual([
+      { lane_key: 'action:lr.grouped#[1]', active_count: 1, total_admitted: '3' },
+      { lane_key: 'action:lr.other', active_count: 0, total_admitted: '1' },
+      { lane_key: 'action:lr.rate', active_count: 0, total_admitted: '2' },
+    ]);
+    expect(await checkInvariants(t.pool)).toEqual([]);
+  });
+
+  it('refuses the whole batch, changing nothing, when a lane holding slots has lost its row', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters) values ('lr', 'lr.grouped', 1, '{k}')`);
+    const ids = await insert('lr.grouped', [{ k: 1 }, { k: 2 }, { k: 1 }]);
+    await admitQueued(t.pool);
+    const running = await claimAll();
+    await t.pool.query(`delete from usher.lanes where lane_key = 'action:lr.grouped#[2]'`);
+
+    await expect(complete(running)).rejects.toMatchObject({ code: 'XX001', message: 'usher: 1 of 2 lanes releasing slots have no row' });
+    expect(await statusesOf(ids)).toEqual(['running', 'running', 'requested']);
+    expect(await lanes()).toEqual([{ lane_key: 'action:lr.grouped#[1]', active_count: 1, total_admitted: '1' }]);
+  });
+});
+
+describe('the executor admitting many fresh lanes', () => {
+  it('fills plain lanes 100 to a transaction, and a rate-limited lane in a transaction of its own', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters, rate_limit_max_executions, rate_limit_window_seconds) values
+      ('lr', 'lr.grouped', 1, '{k}', null, null), ('lr-rate', 'lr.rate', 1, '{}', 5, 3600)`);
+    const ids = await insert('lr.grouped', Array.from({ length: 500 }, (_, i) => ({ k: i % 250 })));
+    const rate = await insert('lr.rate', [{}, {}]);
+
+    const { rows: [pass] } = await t.pool.query('call usher.admit_queued()');
+    expect(pass).toEqual({ lanes_visited: 251, admitted: 251 });
+    const { rows: scheduled } = await t.pool.query<{ id: string }>(`select id from usher.executions where status = 'scheduled' order by id`);
+    expect(scheduled.map((row) => row.id)).toEqual([...ids.slice(0, 250), rate[0]]);
+    // xmin names the transaction that wrote each row: 100 + 100 + 50 plain lanes, then the rate lane.
+    const { rows: transactions } = await t.pool.query<{ lanes: string }>(
+      `select count(*) as lanes from usher.executions where status = 'scheduled' group by xmin::text order by min(id)`);
+    expect(transactions.map((row) => Number(row.lanes))).toEqual([100, 100, 50, 1]);
+    const { rows: [counters] } = await t.pool.query(
+      `select count(*)::integer as lanes, sum(active_count)::integer as active, sum(total_admitted)::integer as admitted,
+         max(cardinality(recent_admissions)) as recent
+       from usher.lanes`);
+    expect(counters).toEqual({ lanes: 251, active: 251, admitted: 251, recent: 1 });
+    expect(await checkInvariants(t.pool)).toEqual([]);
+
+    const { rows: [again] } = await t.pool.query('call usher.admit_queued()');
+    expect(again).toEqual({ lanes_visited: 0, admitted: 0 });
+  });
+});
