@@ -441,38 +441,78 @@ $$;
 comment on function usher.admit_lane(text) is
   'Executor step for one lane: admits into free slots, then applies method "cancel" and max_queue_length to those still waiting. Returns how many were admitted.';
 
--- The result gained a column: a changed return type needs the old function dropped first.
+create or replace function usher.waiting_lane_keys()
+returns setof text
+language sql
+stable
+as $$
+  -- One probe of executions_requested_by_lane per lane (a skip scan): reading every waiting row
+  -- made each admission pass as slow as the backlog was long.
+  with recursive waiting (lane_key) as (
+    (select e.lane_key from usher.executions e
+     where e.status = 'requested' and e.lane_key is not null
+     order by e.lane_key
+     limit 1)
+    union all
+    select (select e.lane_key from usher.executions e
+            where e.status = 'requested' and e.lane_key > w.lane_key
+            order by e.lane_key
+            limit 1)
+    from waiting w
+    where w.lane_key is not null
+  )
+  select w.lane_key from waiting w where w.lane_key is not null
+$$;
+
+comment on function usher.waiting_lane_keys() is 'The lanes that have waiting (requested) executions, in key order.';
+
+-- The result changed (plain instead of the queue length): a changed return type needs the old function dropped first.
 drop function if exists usher.admission_candidates();
 
 create or replace function usher.admission_candidates()
-returns table (lane_key text, queue_length bigint, plain boolean)
+returns table (lane_key text, plain boolean)
 language sql
 stable
 as $$
   with waiting as (
-    select e.lane_key, count(*) as queue_length
-    from usher.executions e
-    where e.status = 'requested'
-    group by e.lane_key
+    select w.lane_key, split_part(w.lane_key, '#', 1) as scope from usher.waiting_lane_keys() w (lane_key)
+  ),
+  -- A lane follows the policy of its scope: looked up once per scope, not per lane.
+  scope as materialized (
+    select s.scope, p.threshold, p.method, p.max_queue_length, p.rate_limit_max_executions, p.quotas
+    from (select distinct w.scope from waiting w) s
+    cross join lateral usher.lane_policy(s.scope) p
+  ),
+  lane as (
+    select w.lane_key, p.threshold, p.method, p.rate_limit_max_executions, p.quotas,
+      l.blocked_by, l.paused_until, l.active_count,
+      -- More waiting than max_queue_length: found by walking at most that many from the head.
+      p.max_queue_length is not null and exists (
+        select 1 from usher.executions e
+        where e.lane_key = w.lane_key and e.status = 'requested'
+        order by e.queue_position, e.id
+        offset p.max_queue_length
+        limit 1) as over_max_queue
+    from waiting w
+    join scope p on p.scope = w.scope
+    left join usher.lanes l on l.lane_key = w.lane_key
   )
-  select w.lane_key, w.queue_length,
-    p.rate_limit_max_executions is null
-      and coalesce(p.quotas, '[]'::jsonb) = '[]'::jsonb
-      and coalesce(p.method, 'enqueue') = 'enqueue'
-      and w.queue_length <= coalesce(p.max_queue_length, w.queue_length)
+  select lane.lane_key,
+    lane.rate_limit_max_executions is null
+      and coalesce(lane.quotas, '[]'::jsonb) = '[]'::jsonb
+      and coalesce(lane.method, 'enqueue') = 'enqueue'
+      and not lane.over_max_queue
       and not exists (select 1 from usher.actions a where a.paused_at is not null)
       and not exists (select 1 from usher.pack_pauses)
-  from waiting w
-  left join usher.lanes l on l.lane_key = w.lane_key
-  cross join lateral usher.lane_policy(w.lane_key) p
-  where ((l.blocked_by is null and coalesce(l.paused_until <= clock_timestamp(), true))
-      and (p.threshold is null or p.method = 'cancel' or coalesce(l.active_count, 0) < p.threshold))
-    or w.queue_length > p.max_queue_length
-  order by w.lane_key
+  from lane
+  where ((lane.blocked_by is null and coalesce(lane.paused_until <= clock_timestamp(), true))
+      and (lane.threshold is null or lane.method = 'cancel' or coalesce(lane.active_count, 0) < lane.threshold))
+    or lane.over_max_queue
+  order by lane.lane_key
 $$;
 
 comment on function usher.admission_candidates() is
-  'Lanes with waiting executions that admission can act on: neither blocked nor paused and with a free slot or method cancel, or with a queue over its max length. plain: the lane only needs its free slots filled (a slot limit alone, nothing to turn away, nothing paused).';
+  'Lanes with waiting executions that admission can act on: neither blocked nor paused and with a free slot or method cancel, or with more waiting than their max_queue_length. plain: the lane only needs its free slots filled (a slot limit alone, nothing to turn away, nothing paused).';
 
 create or replace function usher.admit_plain_lanes(p_lane_keys text[])
 returns integer

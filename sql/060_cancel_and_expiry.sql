@@ -131,9 +131,18 @@ declare
   v_all bigint[] := '{}';
 begin
   for v_lane in
+    with waiting as (
+      select w.lane_key, split_part(w.lane_key, '#', 1) as scope from usher.waiting_lane_keys() w (lane_key)
+    ),
+    -- The policy of each scope, looked up once per scope rather than per lane.
+    scope as materialized (
+      select s.scope, p.queue_timeout_seconds, p.ref
+      from (select distinct w.scope from waiting w) s
+      cross join lateral usher.lane_policy(s.scope) p
+    )
     select w.lane_key, p.queue_timeout_seconds, p.ref
-    from (select distinct e.lane_key from usher.executions e where e.status = 'requested') w
-    cross join lateral usher.lane_policy(w.lane_key) p
+    from waiting w
+    join scope p on p.scope = w.scope
     left join usher.lanes l on l.lane_key = w.lane_key
     where p.queue_timeout_seconds is not null
       -- A blocked or paused lane holds its executions: they are not short of a slot.

@@ -195,4 +195,37 @@ describe('the executor admitting many fresh lanes', () => {
     const { rows: [again] } = await t.pool.query('call usher.admit_queued()');
     expect(again).toEqual({ lanes_visited: 0, admitted: 0 });
   });
+
+  it('lists as candidates the lanes with a free slot or a queue over its max, and marks plain only those with nothing to turn away', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters, max_queue_length, rate_limit_max_executions, rate_limit_window_seconds) values
+      ('lr', 'lr.grouped', 1, '{k}', 2, null, null), ('lr-rate', 'lr.rate', 1, '{}', 10, 5, 3600)`);
+    // Lane 1 holds its slot with 2 waiting (at its max), lane 2 with 3 waiting (over it), lane 3 has
+    // a free slot; the rate-limited lane has a free slot too.
+    const [head1] = await insert('lr.grouped', [{ k: 1 }]);
+    const [head2] = await insert('lr.grouped', [{ k: 2 }]);
+    await admitQueued(t.pool);
+    await insert('lr.grouped', [{ k: 1 }, { k: 1 }, { k: 2 }, { k: 2 }, { k: 2 }, { k: 3 }]);
+    await insert('lr.rate', [{}]);
+    const candidates = async () => (await t.pool.query('select lane_key, plain from usher.admission_candidates()')).rows;
+
+    const { rows: waiting } = await t.pool.query<{ lane_key: string }>('select lane_key from usher.waiting_lane_keys() as w (lane_key)');
+    expect(waiting.map((row) => row.lane_key)).toEqual(['action:lr.grouped#[1]', 'action:lr.grouped#[2]', 'action:lr.grouped#[3]', 'action:lr.rate']);
+    expect(await candidates()).toEqual([
+      { lane_key: 'action:lr.grouped#[2]', plain: false },
+      { lane_key: 'action:lr.grouped#[3]', plain: true },
+      { lane_key: 'action:lr.rate', plain: false },
+    ]);
+    await t.pool.query(`select usher.pause_action('lr.other')`);
+    expect((await candidates()).map((row) => row.plain)).toEqual([false, false, false]);
+    await t.pool.query(`select usher.resume_action('lr.other')`);
+
+    // The pass turns the newest of lane 2 away and admits lanes 3 and rate; then no lane can act.
+    const { rows: [pass] } = await t.pool.query('call usher.admit_queued()');
+    expect(pass).toEqual({ lanes_visited: 3, admitted: 2 });
+    expect(await candidates()).toEqual([]);
+    expect(await statusesOf([head1!, head2!])).toEqual(['scheduled', 'scheduled']);
+    const { rows: counts } = await t.pool.query<{ status: string; n: number }>(
+      `select status, count(*)::integer as n from usher.executions group by status order by status`);
+    expect(counts).toEqual([{ status: 'cancelled', n: 1 }, { status: 'requested', n: 4 }, { status: 'scheduled', n: 4 }]);
+  });
 });
