@@ -215,7 +215,8 @@ begin
   -- such lane of the batch. Anything else goes through release_slots, lane by lane.
   v_any_paused := exists (select 1 from usher.actions a where a.paused_at is not null)
     or exists (select 1 from usher.pack_pauses);
-  with scopes as (
+  -- Materialized: inlined, the policy lookup ran once per lane instead of once per scope.
+  with scopes as materialized (
     select s.scope, p.threshold, p.rate_limit_max_executions, p.quotas, p.on_failure
     from (select distinct split_part(k, '#', 1) as scope from unnest(p_lane_keys) k) s
     cross join lateral usher.lane_policy(s.scope) p
@@ -477,7 +478,8 @@ as $$
   with waiting as (
     select w.lane_key, split_part(w.lane_key, '#', 1) as scope from usher.waiting_lane_keys() w (lane_key)
   ),
-  -- A lane follows the policy of its scope: looked up once per scope, not per lane.
+  -- A lane follows the policy of its scope: looked up once per scope (materialized: inlined, the
+  -- lookup ran once per lane).
   scope as materialized (
     select s.scope, p.threshold, p.method, p.max_queue_length, p.rate_limit_max_executions, p.quotas
     from (select distinct w.scope from waiting w) s
