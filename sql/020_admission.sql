@@ -524,16 +524,23 @@ set jit = off
 set enable_seqscan = off
 as $$
 declare
-  v_lanes integer := cardinality(p_lane_keys);
+  v_lanes integer := (select count(distinct k) from unnest(p_lane_keys) k);
+  v_locked integer;
   v_admitted integer;
 begin
   -- Lanes are created on their first admission, and locked in key order as everywhere, so
   -- executors admitting overlapping batches and workers completing in these lanes cannot deadlock.
-  insert into usher.lanes (lane_key)
-  select k from unnest(p_lane_keys) k order by k
-  on conflict do nothing;
-  perform 1 from usher.lanes l where l.lane_key = any (p_lane_keys) order by l.lane_key for update;
-  v_admitted := cardinality(usher.release_lane_slots(p_lane_keys, array_fill(0, array[v_lanes]), array_fill(0, array[v_lanes])));
+  -- A row that delete_idle_lanes removed between the insert and the lock is made again.
+  loop
+    insert into usher.lanes (lane_key)
+    select k from unnest(p_lane_keys) k order by k
+    on conflict do nothing;
+    select count(*) into v_locked
+    from (select 1 from usher.lanes l where l.lane_key = any (p_lane_keys) order by l.lane_key for update) locked;
+    exit when v_locked = v_lanes;
+  end loop;
+  v_admitted := cardinality(usher.release_lane_slots(p_lane_keys,
+    array_fill(0, array[cardinality(p_lane_keys)]), array_fill(0, array[cardinality(p_lane_keys)])));
   if v_admitted > 0 then
     perform pg_notify('usher.execution_scheduled', '');
   end if;

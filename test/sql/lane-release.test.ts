@@ -11,6 +11,7 @@ import { checkInvariants } from '../../src/queue/stats.ts';
 import type { ClaimedExecution } from '../../src/queue/types.ts';
 import * as calls from '../../src/queue/worker-calls.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { waitFor } from '../support/wait.ts';
 
 let t: TestDatabase;
 let workerId: string;
@@ -227,5 +228,34 @@ describe('the executor admitting many fresh lanes', () => {
     const { rows: counts } = await t.pool.query<{ status: string; n: number }>(
       `select status, count(*)::integer as n from usher.executions group by status order by status`);
     expect(counts).toEqual([{ status: 'cancelled', n: 1 }, { status: 'requested', n: 4 }, { status: 'scheduled', n: 4 }]);
+  });
+
+  it('makes a lane row again when it is deleted while the pass waits to lock it', async () => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters) values ('lr', 'lr.grouped', 1, '{k}')`);
+    // Lane 1 has a row and a free slot (its first execution ended); lane 2 is new.
+    await insert('lr.grouped', [{ k: 1 }]);
+    await admitQueued(t.pool);
+    await complete(await claimAll());
+    const waiting = await insert('lr.grouped', [{ k: 1 }, { k: 2 }]);
+
+    // Another session holds lane 1's row, as delete_idle_lanes does just before it deletes it.
+    const deleter = await t.connect();
+    await deleter.query('begin');
+    await deleter.query(`select 1 from usher.lanes where lane_key = 'action:lr.grouped#[1]' for update`);
+    const executor = await t.connect();
+    const { rows: [{ pid }] } = await executor.query<{ pid: number }>('select pg_backend_pid() as pid');
+    const pass = executor.query('call usher.admit_queued()');
+    await waitFor(async () => (await t.pool.query(
+      `select 1 from pg_stat_activity where pid = $1 and wait_event_type = 'Lock'`, [pid])).rowCount === 1, { what: 'the pass to wait for the lane lock' });
+    await deleter.query(`delete from usher.lanes where lane_key = 'action:lr.grouped#[1]'`);
+    await deleter.query('commit');
+
+    expect((await pass).rows[0]).toEqual({ lanes_visited: 2, admitted: 2 });
+    expect(await statusesOf(waiting)).toEqual(['scheduled', 'scheduled']);
+    expect(await lanes()).toEqual([
+      { lane_key: 'action:lr.grouped#[1]', active_count: 1, total_admitted: '1' },
+      { lane_key: 'action:lr.grouped#[2]', active_count: 1, total_admitted: '1' },
+    ]);
+    await Promise.all([deleter.end(), executor.end()]);
   });
 });
