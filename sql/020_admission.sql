@@ -524,23 +524,25 @@ set jit = off
 set enable_seqscan = off
 as $$
 declare
-  v_lanes integer := (select count(distinct k) from unnest(p_lane_keys) k);
-  v_locked integer;
+  v_locked text[];
   v_admitted integer;
 begin
-  -- Lanes are created on their first admission, and locked in key order as everywhere, so
-  -- executors admitting overlapping batches and workers completing in these lanes cannot deadlock.
-  -- A row that delete_idle_lanes removed between the insert and the lock is made again.
-  loop
-    insert into usher.lanes (lane_key)
-    select k from unnest(p_lane_keys) k order by k
-    on conflict do nothing;
-    select count(*) into v_locked
-    from (select 1 from usher.lanes l where l.lane_key = any (p_lane_keys) order by l.lane_key for update) locked;
-    exit when v_locked = v_lanes;
-  end loop;
-  v_admitted := cardinality(usher.release_lane_slots(p_lane_keys,
-    array_fill(0, array[cardinality(p_lane_keys)]), array_fill(0, array[cardinality(p_lane_keys)])));
+  -- Lanes are created on their first admission, in key order, so executors admitting overlapping
+  -- batches cannot deadlock on each other's new rows.
+  insert into usher.lanes (lane_key)
+  select k from unnest(p_lane_keys) k order by k
+  on conflict do nothing;
+  -- A lane locked by someone else is passed over rather than waited for, so one busy lane holds
+  -- up no other: a worker completing in it admits its next itself, and whoever else holds a lane
+  -- to change it (a pause, a cancel) wakes the executor when done. A row deleted meanwhile by
+  -- delete_idle_lanes is made again on the next pass.
+  select array_agg(l.lane_key order by l.lane_key) into v_locked
+  from (select l.lane_key from usher.lanes l where l.lane_key = any (p_lane_keys) order by l.lane_key for update skip locked) l;
+  if v_locked is null then
+    return 0;
+  end if;
+  v_admitted := cardinality(usher.release_lane_slots(v_locked,
+    array_fill(0, array[cardinality(v_locked)]), array_fill(0, array[cardinality(v_locked)])));
   if v_admitted > 0 then
     perform pg_notify('usher.execution_scheduled', '');
   end if;
@@ -549,7 +551,7 @@ end
 $$;
 
 comment on function usher.admit_plain_lanes(text[]) is
-  'Executor step for lanes that only need their free slots filled (admission_candidates().plain): admits the head of each into its free slots in one transaction, and wakes the workers. Returns how many were admitted.';
+  'Executor step for lanes that only need their free slots filled (admission_candidates().plain): admits the head of each into its free slots in one transaction, passing over lanes locked by others, and wakes the workers. Returns how many were admitted.';
 
 create or replace procedure usher.admit_queued(inout lanes_visited integer default 0, inout admitted integer default 0)
 language plpgsql
