@@ -259,11 +259,11 @@ begin
     join usher.lanes l on l.lane_key = r.lane_key
   ),
   head as (
-    select h.id, h.lane_key, h.position, h.held
+    select h.id, h.held
     from lane
     cross join lateral (
-      select e.id, e.lane_key, row_number() over w as position,
-        count(*) filter (where e.run_at > v_now) over w as held
+      -- held: how many of the lane up to this one are retries still in their backoff.
+      select e.id, count(*) filter (where e.run_at > v_now) over w as held
       from usher.executions e
       where e.lane_key = lane.lane_key
         and e.status = 'requested'
@@ -572,7 +572,8 @@ begin
     else
       admitted := admitted + usher.admit_lane(v_lane.lane_key);
     end if;
-    -- Otherwise one transaction per lane: a lane lock is never held while another lane is worked on.
+    -- A commit after each lane that is not plain and after each batch of plain ones: a lane lock
+    -- is never held while another lane waits its turn.
     commit;
   end loop;
   if cardinality(v_plain) > 0 then
