@@ -124,6 +124,18 @@ $$;
 
 comment on function usher.action_is_paused(text) is 'Whether the action, or its pack, is paused: its executions are not admitted.';
 
+create or replace function usher.anything_paused()
+returns boolean
+language sql
+stable
+as $$
+  select exists (select 1 from usher.actions a where a.paused_at is not null)
+    or exists (select 1 from usher.pack_pauses)
+$$;
+
+comment on function usher.anything_paused() is
+  'Whether any action or pack is paused. Pauses are rare: while there is none, admission need not check executions one by one.';
+
 create or replace function usher.policy_quota(p_policy usher.policies, p_quota_type text)
 returns integer
 language plpgsql

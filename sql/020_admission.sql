@@ -78,8 +78,7 @@ begin
     return '{}';
   end if;
   -- Pauses are rare: when there is none, rows are not checked one by one.
-  v_any_paused := exists (select 1 from usher.actions a where a.paused_at is not null)
-    or exists (select 1 from usher.pack_pauses);
+  v_any_paused := usher.anything_paused();
 
   -- Head first. Executions of a paused action or pack are passed over (they keep their places).
   -- A retry still in its backoff holds the lane at its place, unless the policy says skip.
@@ -213,8 +212,7 @@ begin
   -- A lane whose policy is a slot limit alone (no rate limit, no quota) while nothing is paused
   -- gives back its slots and admits its next in the set-based statement below, with every other
   -- such lane of the batch. Anything else goes through release_slots, lane by lane.
-  v_any_paused := exists (select 1 from usher.actions a where a.paused_at is not null)
-    or exists (select 1 from usher.pack_pauses);
+  v_any_paused := usher.anything_paused();
   -- Materialized: inlined, the policy lookup ran once per lane instead of once per scope.
   with scopes as materialized (
     select s.scope, p.threshold, p.rate_limit_max_executions, p.quotas, p.on_failure
@@ -504,8 +502,7 @@ as $$
       and coalesce(lane.quotas, '[]'::jsonb) = '[]'::jsonb
       and coalesce(lane.method, 'enqueue') = 'enqueue'
       and not lane.over_max_queue
-      and not exists (select 1 from usher.actions a where a.paused_at is not null)
-      and not exists (select 1 from usher.pack_pauses)
+      and not usher.anything_paused()
   from lane
   where ((lane.blocked_by is null and coalesce(lane.paused_until <= clock_timestamp(), true))
       and (lane.threshold is null or lane.method = 'cancel' or coalesce(lane.active_count, 0) < lane.threshold))
