@@ -229,14 +229,17 @@ begin
     and s.rate_limit_max_executions is null
     and coalesce(s.quotas, '[]'::jsonb) = '[]'::jsonb;
 
-  for v_other in
-    select r.lane_key, r.count, r.scope_counted
-    from unnest(p_lane_keys, p_counts, p_scope_counted) as r (lane_key, count, scope_counted)
-    where r.lane_key <> all (coalesce(v_plain_keys, '{}'))
-    order by r.lane_key
-  loop
-    v_admitted := v_admitted || usher.release_slots(v_other.lane_key, v_other.count, v_other.scope_counted);
-  end loop;
+  -- Compared with every plain key, so skipped when every lane is plain (the usual case).
+  if coalesce(cardinality(v_plain_keys), 0) < cardinality(p_lane_keys) then
+    for v_other in
+      select r.lane_key, r.count, r.scope_counted
+      from unnest(p_lane_keys, p_counts, p_scope_counted) as r (lane_key, count, scope_counted)
+      where r.lane_key <> all (coalesce(v_plain_keys, '{}'))
+      order by r.lane_key
+    loop
+      v_admitted := v_admitted || usher.release_slots(v_other.lane_key, v_other.count, v_other.scope_counted);
+    end loop;
+  end if;
   if v_plain_keys is null then
     return v_admitted;
   end if;
@@ -291,18 +294,23 @@ begin
     from admitted a
     order by a.id
   ),
-  per_lane as (
-    select a.lane_key, count(*)::integer as admitted from admitted a group by a.lane_key
+  -- Each lane's count, looked up by key: joined to the lanes, the generic plan's estimate of a
+  -- few rows made it a nested loop over every admitted lane for every lane, quadratic in the batch.
+  per_lane as materialized (
+    select jsonb_object_agg(c.lane_key, c.admitted) as admitted
+    from (select a.lane_key, count(*) as admitted from admitted a group by a.lane_key) c
   ),
   written as (
     update usher.lanes l
-    set active_count = lane.holding + coalesce(per_lane.admitted, 0),
-      total_admitted = l.total_admitted + coalesce(per_lane.admitted, 0),
-      recent_admissions = case when per_lane.admitted > 0 then '{}' else l.recent_admissions end,
-      rate_limited_until = case when per_lane.admitted > 0 then null else l.rate_limited_until end,
+    set active_count = lane.holding + n.admitted,
+      total_admitted = l.total_admitted + n.admitted,
+      recent_admissions = case when n.admitted > 0 then '{}' else l.recent_admissions end,
+      rate_limited_until = case when n.admitted > 0 then null else l.rate_limited_until end,
       updated_at = v_now
     from lane
-    left join per_lane on per_lane.lane_key = lane.lane_key
+    cross join lateral (
+      select coalesce((p.admitted ->> lane.lane_key)::integer, 0) as admitted from per_lane p
+    ) n
     where l.lane_key = lane.lane_key
     returning l.lane_key
   )

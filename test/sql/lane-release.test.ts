@@ -58,14 +58,15 @@ describe('releasing the slots of many lanes in one batch', () => {
   it('admits each lane of a grouped policy head first, up to its threshold, and records each admission once', async () => {
     await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters) values ('lr', 'lr.grouped', 2, '{k}')`);
     const ids = await insert('lr.grouped', [1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3].map((k) => ({ k })));
+    const [alone] = await insert('lr.grouped', [{ k: 4 }]);
     const lane = (k: number) => ids.filter((_, i) => i % 3 === k - 1);
     await admitQueued(t.pool);
     const running = await claimAll();
-    expect(running.map((claim) => claim.id)).toEqual([...lane(1).slice(0, 2), ...lane(2).slice(0, 2), ...lane(3).slice(0, 2)].sort((a, b) => Number(a) - Number(b)));
+    expect(running.map((claim) => claim.id)).toEqual([...lane(1).slice(0, 2), ...lane(2).slice(0, 2), ...lane(3).slice(0, 2), alone!].sort((a, b) => Number(a) - Number(b)));
 
-    // Lane 1 frees both slots, lane 2 one, lane 3 none.
-    const answer = await complete(byId(running, lane(1)[0]!, lane(2)[0]!, lane(1)[1]!));
-    expect(answer.statuses).toEqual(['completed', 'completed', 'completed']);
+    // Lane 1 frees both slots, lane 2 one, lane 3 none; lane 4 frees its slot and has nothing left to admit.
+    const answer = await complete(byId(running, lane(1)[0]!, alone!, lane(2)[0]!, lane(1)[1]!));
+    expect(answer.statuses).toEqual(['completed', 'completed', 'completed', 'completed']);
     expect(await statusesOf(lane(1))).toEqual(['completed', 'completed', 'scheduled', 'scheduled']);
     expect(await statusesOf(lane(2))).toEqual(['completed', 'running', 'scheduled', 'requested']);
     expect(await statusesOf(lane(3))).toEqual(['running', 'running', 'requested', 'requested']);
@@ -73,11 +74,12 @@ describe('releasing the slots of many lanes in one batch', () => {
       { lane_key: 'action:lr.grouped#[1]', active_count: 2, total_admitted: '4' },
       { lane_key: 'action:lr.grouped#[2]', active_count: 2, total_admitted: '3' },
       { lane_key: 'action:lr.grouped#[3]', active_count: 2, total_admitted: '2' },
+      { lane_key: 'action:lr.grouped#[4]', active_count: 0, total_admitted: '1' },
     ]);
     const { rows: admissions } = await t.pool.query<{ execution_id: string }>(
       `select execution_id from usher.execution_transitions where status = 'scheduled' and previous_status = 'requested' order by execution_id`);
     expect(admissions.map((row) => row.execution_id)).toEqual(
-      [...lane(1), ...lane(2).slice(0, 3), ...lane(3).slice(0, 2)].sort((a, b) => Number(a) - Number(b)));
+      [...lane(1), ...lane(2).slice(0, 3), ...lane(3).slice(0, 2), alone!].sort((a, b) => Number(a) - Number(b)));
     expect(await checkInvariants(t.pool)).toEqual([]);
   });
 
