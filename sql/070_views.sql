@@ -82,12 +82,23 @@ returns table (lane_key text, problem text, detail text)
 language sql
 stable
 as $$
-  with holding as (
-    select e.lane_key, count(*) as holders, max(e.scheduled_at) as last_admitted_at
+  -- Slot holders through the claim index (scheduled) and the lease index (running, canceling):
+  -- no index lists them by lane, because it would cost every admission and claim an entry.
+  with holders as materialized (
+    select e.id, e.lane_key, e.queue_position, e.scheduled_at
     from usher.executions e
-    where e.status in ('scheduled', 'running', 'canceling')
+    where e.status = 'scheduled'
       and e.lane_key is not null
-    group by e.lane_key
+    union all
+    select e.id, e.lane_key, e.queue_position, e.scheduled_at
+    from usher.executions e
+    where e.status in ('running', 'canceling')
+      and e.lane_key is not null
+  ),
+  holding as (
+    select h.lane_key, count(*) as holders, max(h.scheduled_at) as last_admitted_at
+    from holders h
+    group by h.lane_key
   ),
   compared as (
     select coalesce(l.lane_key, h.lane_key) as lane_key,
@@ -112,21 +123,20 @@ as $$
     and c.holders > p.threshold
     and c.last_admitted_at >= p.updated_at
   union all
-  select e.lane_key, 'admitted_past_older_waiting',
-    format('execution %s is waiting while newer execution %s of the same lane holds a slot', e.id, newer.id)
-  from usher.executions e
-  cross join lateral (
-    select n.id from usher.executions n
-    where n.lane_key = e.lane_key
+  -- Each waiting execution against the holders of its lane (a lane holds at most its threshold),
+  -- reported once, with the first newer holder.
+  (
+    select distinct on (e.id) e.lane_key, 'admitted_past_older_waiting',
+      format('execution %s is waiting while newer execution %s of the same lane holds a slot', e.id, n.id)
+    from usher.executions e
+    join holders n on n.lane_key = e.lane_key
       and (n.queue_position, n.id) > (e.queue_position, e.id)
-      and n.status in ('scheduled', 'running', 'canceling')
       and n.scheduled_at > greatest(e.queued_at, e.run_at)
-    order by n.queue_position, n.id
-    limit 1
-  ) newer
-  where e.status = 'requested'
-    and e.lane_key is not null
-    and not usher.action_is_paused(e.action_ref)
+    where e.status = 'requested'
+      and e.lane_key is not null
+      and not usher.action_is_paused(e.action_ref)
+    order by e.id, n.queue_position, n.id
+  )
 $$;
 
 comment on function usher.check_invariants() is

@@ -284,12 +284,17 @@ describe('cancel', () => {
 describe('the invariant check', () => {
   it('reports a slot counter that disagrees with the executions holding slots', async () => {
     await t.pool.query(`insert into usher.policies (ref, action_ref, threshold) values ('a', 'p.a', 3)`);
-    await insert('p.a', 2);
+    await insert('p.a', 3);
     await admitQueued(t.pool);
+    // Slot holders in each status that holds one: running, canceling and scheduled.
+    const [, canceled] = await claim(['p.a'], 2);
+    await t.pool.query('select usher.cancel_execution($1)', [canceled!.id]);
+    expect((await t.pool.query(`select status from usher.executions order by id`)).rows.map((row) => row.status))
+      .toEqual(['running', 'canceling', 'scheduled']);
     expect(await checkInvariants(t.pool)).toEqual([]);
-    await t.pool.query(`update usher.lanes set active_count = 3 where lane_key = 'action:p.a'`);
+    await t.pool.query(`update usher.lanes set active_count = 4 where lane_key = 'action:p.a'`);
     expect(await checkInvariants(t.pool)).toEqual([
-      { lane_key: 'action:p.a', problem: 'slot_count_mismatch', detail: 'lanes.active_count is 3 but 2 executions hold a slot' },
+      { lane_key: 'action:p.a', problem: 'slot_count_mismatch', detail: 'lanes.active_count is 4 but 3 executions hold a slot' },
     ]);
   });
 
@@ -299,8 +304,13 @@ describe('the invariant check', () => {
     await t.pool.query(`
       insert into usher.lanes (lane_key, active_count) values ('action:p.a', 2);
       update usher.executions set status = 'scheduled', scheduled_at = clock_timestamp() where id = $1;`.replace('$1', ids[1]!));
-    const problems = (await checkInvariants(t.pool)).map((row) => row.problem).sort();
-    expect(problems).toEqual(['admitted_past_older_waiting', 'slot_count_mismatch']);
+    expect(await checkInvariants(t.pool)).toEqual([
+      { lane_key: 'action:p.a', problem: 'slot_count_mismatch', detail: 'lanes.active_count is 2 but 1 executions hold a slot' },
+      {
+        lane_key: 'action:p.a', problem: 'admitted_past_older_waiting',
+        detail: `execution ${ids[0]} is waiting while newer execution ${ids[1]} of the same lane holds a slot`,
+      },
+    ]);
     await t.pool.query(`update usher.executions set status = 'scheduled', scheduled_at = clock_timestamp() where id = $1`, [ids[0]]);
     expect(await checkInvariants(t.pool)).toEqual([
       { lane_key: 'action:p.a', problem: 'over_threshold', detail: '2 executions hold a slot, threshold is 1 (policy a)' },

@@ -126,7 +126,7 @@ describe('reads on the hot path, with 5,000 waiting in a lane, 3,000 scheduled a
         checks: ['executions_row_rules'],
         indexes: [
           'executions_active_by_lease', 'executions_backing_off_by_run_at', 'executions_by_action_status',
-          'executions_delayed_by_run_at', 'executions_ended_by_completed_at', 'executions_holding_slot_by_lane',
+          'executions_delayed_by_run_at', 'executions_ended_by_completed_at',
           'executions_idempotency_key_active', 'executions_pkey', 'executions_requested_by_lane',
           'executions_schedule_tick_unique', 'executions_scheduled_by_action',
         ],
