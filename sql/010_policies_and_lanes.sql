@@ -124,13 +124,17 @@ $$;
 
 comment on function usher.action_is_paused(text) is 'Whether the action, or its pack, is paused: its executions are not admitted.';
 
+-- PL/pgSQL, not SQL: a SQL function called from PL/pgSQL is planned again in every transaction
+-- (a serial lane's step calls this once per commit), where PL/pgSQL keeps its plan for the session.
 create or replace function usher.anything_paused()
 returns boolean
-language sql
+language plpgsql
 stable
 as $$
-  select exists (select 1 from usher.actions a where a.paused_at is not null)
-    or exists (select 1 from usher.pack_pauses)
+begin
+  return exists (select 1 from usher.actions a where a.paused_at is not null)
+    or exists (select 1 from usher.pack_pauses);
+end
 $$;
 
 comment on function usher.anything_paused() is
