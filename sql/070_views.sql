@@ -96,7 +96,8 @@ as $$
       and e.lane_key is not null
   ),
   holding as (
-    select h.lane_key, count(*) as holders, max(h.scheduled_at) as last_admitted_at
+    select h.lane_key, count(*) as holders, max(h.scheduled_at) as last_admitted_at,
+      max(h.queue_position) as last_position
     from holders h
     group by h.lane_key
   ),
@@ -123,12 +124,13 @@ as $$
     and c.holders > p.threshold
     and c.last_admitted_at >= p.updated_at
   union all
-  -- Each waiting execution against the holders of its lane (a lane holds at most its threshold),
-  -- reported once, with the first newer holder.
+  -- Only an execution waiting ahead of its lane's last holder can be one, so only those are
+  -- compared with the lane's holders; each is reported once, with the first newer holder.
   (
     select distinct on (e.id) e.lane_key, 'admitted_past_older_waiting',
       format('execution %s is waiting while newer execution %s of the same lane holds a slot', e.id, n.id)
     from usher.executions e
+    join holding h on h.lane_key = e.lane_key and e.queue_position <= h.last_position
     join holders n on n.lane_key = e.lane_key
       and (n.queue_position, n.id) > (e.queue_position, e.id)
       and n.scheduled_at > greatest(e.queued_at, e.run_at)
