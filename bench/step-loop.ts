@@ -1,0 +1,76 @@
+/**
+ * The server's side of the hot path without a worker: one connection calls complete_and_claim back
+ * to back, each call completing what the previous one claimed. Times here leave out the worker
+ * process, so an A/B of a SQL change moves less with the machine than a whole scenario does.
+ *   serial: one threshold-1 lane; each call completes one execution and claims the next (scenario 2's step).
+ *   lanes:  1,000 threshold-1 lanes × 20 (scenario 4's shape), 550 claimed; each call completes
+ *           --batch of them, admitting and claiming the next of each lane.
+ * Usage: npx tsx bench/step-loop.ts serial|lanes [--batch 250] [--calls 60] [--explain]
+ * --explain prints auto_explain (analyze, timing) of every statement of one call instead of timing.
+ */
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { UsherAdapter } from './adapters/usher.ts';
+import { databaseUrl, dropDatabase } from './db.ts';
+
+const { values: args, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    batch: { type: 'string', default: '250' },
+    calls: { type: 'string', default: '60' },
+    explain: { type: 'boolean', default: false },
+  },
+});
+const mode = positionals[0] === 'lanes' ? 'lanes' : 'serial';
+const batch = mode === 'serial' ? 1 : Number(args.batch);
+const lanes = 1000;
+const perLane = 20;
+const held = 550;
+const serialSteps = 2000;
+
+interface Claim { id: string; lease_token: string }
+
+const adapter = new UsherAdapter({ system: 'usher', variant: 'defaults' });
+await adapter.setup({ kind: mode });
+await adapter.enqueueBulk(mode === 'serial'
+  ? Array.from({ length: serialSteps + 1 }, (_, seq) => ({ seq }))
+  : Array.from({ length: lanes * perLane }, (_, seq) => ({ seq, lane: seq % lanes })));
+const client = new pg.Client({ connectionString: databaseUrl('bench_usher') });
+await client.connect();
+await client.query('call usher.admit_queued()');
+await client.query('vacuum analyze usher.executions');
+const { rows: [worker] } = await client.query<{ id: string }>(
+  `select usher.register_worker('step-loop', 'bench', 1, '[{"ref": "bench.noop"}]', 1) as id`);
+let claimed = (await client.query<Claim>(
+  `select id, lease_token from usher.claim_scheduled($1, array['bench.noop'], $2, 60)`, [worker!.id, mode === 'serial' ? 1 : held])).rows;
+
+/** Completes the oldest `batch` held executions and claims as many; the number completed. */
+async function step(): Promise<number> {
+  const done = claimed.splice(0, batch);
+  const { rows } = await client.query<Claim & { kind: string }>(
+    `select kind, id, lease_token from usher.complete_and_claim($1::bigint[], $2::uuid[], $3::jsonb[], $4, array['bench.noop'], $5, 60)`,
+    [done.map((c) => c.id), done.map((c) => c.lease_token), done.map(() => 'null'), worker!.id, done.length]);
+  claimed.push(...rows.filter((row) => row.kind === 'claimed'));
+  return done.length;
+}
+
+// Warm the session's plans first.
+for (let i = 0; i < 10; i += 1) await step();
+if (args.explain) {
+  client.on('notice', (notice) => console.log(notice.message));
+  await client.query(`load 'auto_explain'; set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on;
+    set auto_explain.log_level = notice; set auto_explain.log_analyze = on; set auto_explain.log_timing = on`);
+  await step();
+} else {
+  const calls = mode === 'serial' ? serialSteps - 20 : Number(args.calls);
+  let completed = 0;
+  const started = performance.now();
+  for (let i = 0; i < calls && claimed.length > 0; i += 1) completed += await step();
+  const elapsedMs = performance.now() - started;
+  console.log(mode === 'serial'
+    ? `serial: ${completed} steps, ${(completed / (elapsedMs / 1000)).toFixed(0)} steps/s, ${(elapsedMs / completed).toFixed(3)} ms a step`
+    : `lanes: ${completed} executions in calls of ${batch}, ${((elapsedMs * 1000) / completed).toFixed(1)} µs per execution`);
+}
+await client.end();
+await adapter.close();
+await dropDatabase('bench_usher');
