@@ -41,7 +41,7 @@ await client.query('call usher.admit_queued()');
 await client.query('vacuum analyze usher.executions');
 const { rows: [worker] } = await client.query<{ id: string }>(
   `select usher.register_worker('step-loop', 'bench', 1, '[{"ref": "bench.noop"}]', 1) as id`);
-let claimed = (await client.query<Claim>(
+const claimed = (await client.query<Claim>(
   `select id, lease_token from usher.claim_scheduled($1, array['bench.noop'], $2, 60)`, [worker!.id, mode === 'serial' ? 1 : held])).rows;
 
 /** Completes the oldest `batch` held executions and claims as many; the number completed. */
