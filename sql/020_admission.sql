@@ -510,7 +510,8 @@ as $$
       and coalesce(lane.quotas, '[]'::jsonb) = '[]'::jsonb
       and coalesce(lane.method, 'enqueue') = 'enqueue'
       and not lane.over_max_queue
-      and not usher.anything_paused()
+      -- A sub-select, so it runs once for the pass rather than once per lane.
+      and not (select usher.anything_paused())
   from lane
   where ((lane.blocked_by is null and coalesce(lane.paused_until <= clock_timestamp(), true))
       and (lane.threshold is null or lane.method = 'cancel' or coalesce(lane.active_count, 0) < lane.threshold))
