@@ -2,8 +2,18 @@
  * The worker's side of the queue: each function is one SQL function call, one round trip, and
  * every mark presents the lease token it was given at claim time.
  */
+import type pg from 'pg';
 import type { Queryable } from '../db/pool.ts';
 import type { ClaimedExecution, MarkResult } from './types.ts';
+
+/**
+ * The worker's calls on the data path are prepared once per connection and then only bound and
+ * run: parsing and planning the call every time took 5–9 % of a threshold-1 lane's step
+ * (bench/step-loop.ts, alternating blocks of named and unnamed calls on one connection).
+ */
+function prepared(name: string, text: string, values: unknown[]): pg.QueryConfig {
+  return { name: `usher.${name}`, text, values };
+}
 
 export interface ActionRegistration {
   readonly ref: string;
@@ -39,10 +49,10 @@ export async function heartbeatWorker(
   leases: readonly { id: string; lease_token: string }[],
   leaseSeconds: number,
 ): Promise<HeldLease[]> {
-  const result = await db.query<HeldLease>(
+  const result = await db.query<HeldLease>(prepared('heartbeat_worker',
     'select execution_id, lease_token, status from usher.heartbeat_worker($1, $2::bigint[], $3::uuid[], $4)',
     [workerId, leases.map((lease) => lease.id), leases.map((lease) => lease.lease_token), leaseSeconds],
-  );
+  ));
   return result.rows;
 }
 
@@ -53,21 +63,21 @@ export async function claimScheduled(
   limit: number,
   leaseSeconds: number,
 ): Promise<ClaimedExecution[]> {
-  const result = await db.query<ClaimedExecution>(
+  const result = await db.query<ClaimedExecution>(prepared('claim_scheduled',
     `select id, action_ref, params, attempt, lease_token, timeout_seconds
      from usher.claim_scheduled($1, $2::text[], $3, $4)`,
     [workerId, actionRefs, limit, leaseSeconds],
-  );
+  ));
   return result.rows.sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1));
 }
 
-async function mark(db: Queryable, sql: string, values: unknown[]): Promise<MarkResult> {
-  const result = await db.query<{ status: MarkResult }>(sql, values);
+async function mark(db: Queryable, name: string, sql: string, values: unknown[]): Promise<MarkResult> {
+  const result = await db.query<{ status: MarkResult }>(prepared(name, sql, values));
   return result.rows[0]?.status ?? null;
 }
 
 export function completeExecution(db: Queryable, claim: ClaimedExecution, resultJson: string): Promise<MarkResult> {
-  return mark(db, 'select usher.complete_execution($1, $2, $3::jsonb) as status', [claim.id, claim.lease_token, resultJson]);
+  return mark(db, 'complete_execution', 'select usher.complete_execution($1, $2, $3::jsonb) as status', [claim.id, claim.lease_token, resultJson]);
 }
 
 export function failExecution(
@@ -77,20 +87,20 @@ export function failExecution(
   resultJson: string | null,
   retryable = true,
 ): Promise<MarkResult> {
-  return mark(db, 'select usher.fail_execution($1, $2, $3, $4::jsonb, $5) as status', [claim.id, claim.lease_token, error, resultJson, retryable]);
+  return mark(db, 'fail_execution', 'select usher.fail_execution($1, $2, $3, $4::jsonb, $5) as status', [claim.id, claim.lease_token, error, resultJson, retryable]);
 }
 
 /** Back to the head of its lane with no attempt charged; the lane pauses until `until`. */
 export function postponeExecution(db: Queryable, claim: ClaimedExecution, until: Date, reason: string | undefined): Promise<MarkResult> {
-  return mark(db, 'select usher.postpone_execution($1, $2, $3, $4) as status', [claim.id, claim.lease_token, until, reason ?? null]);
+  return mark(db, 'postpone_execution', 'select usher.postpone_execution($1, $2, $3, $4) as status', [claim.id, claim.lease_token, until, reason ?? null]);
 }
 
 export function timeOutExecution(db: Queryable, claim: ClaimedExecution, error: string): Promise<MarkResult> {
-  return mark(db, 'select usher.time_out_execution($1, $2, $3) as status', [claim.id, claim.lease_token, error]);
+  return mark(db, 'time_out_execution', 'select usher.time_out_execution($1, $2, $3) as status', [claim.id, claim.lease_token, error]);
 }
 
 export function handBackExecution(db: Queryable, claim: ClaimedExecution): Promise<MarkResult> {
-  return mark(db, 'select usher.hand_back_execution($1, $2) as status', [claim.id, claim.lease_token]);
+  return mark(db, 'hand_back_execution', 'select usher.hand_back_execution($1, $2) as status', [claim.id, claim.lease_token]);
 }
 
 export interface Completion {
@@ -108,7 +118,7 @@ export async function completeAndClaim(
   completions: readonly Completion[],
   next: { workerId: string; actionRefs: readonly string[]; limit: number; leaseSeconds: number },
 ): Promise<{ statuses: MarkResult[]; claims: ClaimedExecution[] }> {
-  const result = await db.query<ClaimedExecution & { kind: 'marked' | 'claimed'; status: MarkResult }>(
+  const result = await db.query<ClaimedExecution & { kind: 'marked' | 'claimed'; status: MarkResult }>(prepared('complete_and_claim',
     `select kind, id, status, action_ref, params, attempt, lease_token, timeout_seconds
      from usher.complete_and_claim($1::bigint[], $2::uuid[], $3::jsonb[], $4, $5::text[], $6, $7)`,
     [
@@ -117,7 +127,7 @@ export async function completeAndClaim(
       completions.map(({ resultJson }) => resultJson),
       next.workerId, next.actionRefs, next.limit, next.leaseSeconds,
     ],
-  );
+  ));
   const marked = new Map<string, MarkResult>();
   const claims: ClaimedExecution[] = [];
   for (const { kind, status, ...row } of result.rows) {

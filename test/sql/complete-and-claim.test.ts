@@ -8,6 +8,8 @@ import { admitQueued } from '../../src/queue/executor-calls.ts';
 import { checkInvariants } from '../../src/queue/stats.ts';
 import type { ClaimedExecution } from '../../src/queue/types.ts';
 import * as calls from '../../src/queue/worker-calls.ts';
+import { migrate } from '../../src/index.ts';
+import { createLogger } from '../../src/log.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { collectNotifications } from '../support/notifications.ts';
 
@@ -142,5 +144,23 @@ describe('complete_and_claim', () => {
       `select * from usher.complete_and_claim(array[1, 2]::bigint[], array[gen_random_uuid()], array['null'::jsonb], $1, array['cc.free'], 1, 30)`,
       [workerId],
     )).rejects.toThrow('2 ids, 1 lease tokens and 1 results; each id needs its token and result');
+  });
+
+  it('is prepared once per connection, and the prepared calls keep working after the functions are replaced', async () => {
+    const client = await t.connect();
+    const ids = await insert('cc.serial', 3);
+    await admitQueued(t.pool);
+    const [first] = await calls.claimScheduled(client, workerId, ['cc.serial'], 1, 30);
+    const second = await calls.completeAndClaim(client, done(first!), next(1));
+    const { rows: prepared } = await client.query<{ name: string }>('select name from pg_prepared_statements order by name');
+    expect(prepared.map((row) => row.name)).toEqual(['usher.claim_scheduled', 'usher.complete_and_claim']);
+
+    // Every migrate replaces the functions (sql/): a worker's prepared calls are planned again, not broken.
+    await migrate(t.pool, createLogger('silent'));
+    const third = await calls.completeAndClaim(client, done(second.claims[0]!), next(1));
+    expect(third.statuses).toEqual(['completed']);
+    expect(third.claims.map((claim) => claim.id)).toEqual([ids[2]]);
+    const { rows: again } = await client.query<{ name: string }>('select name from pg_prepared_statements order by name');
+    expect(again.map((row) => row.name)).toEqual(['usher.claim_scheduled', 'usher.complete_and_claim']);
   });
 });
