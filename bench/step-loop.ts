@@ -10,6 +10,8 @@
  * Usage: npx tsx bench/step-loop.ts serial|lanes|unlimited [--batch 250] [--calls 60] [--explain]
  * --explain prints auto_explain (analyze, timing) of every statement of one call instead of timing.
  * --functions prints each usher function's calls and its total and own time (track_functions) per step.
+ * --against-unnamed (serial) alternates blocks of 100 steps between the prepared call and the same
+ *   call sent unnamed (parsed and planned every time), and prints both.
  * --sql runs a statement after the queue is loaded and before anything is claimed (A/B of an index).
  */
 import { readFileSync } from 'node:fs';
@@ -26,6 +28,7 @@ const { values: args, positionals } = parseArgs({
     explain: { type: 'boolean', default: false },
     sql: { type: 'string' },
     functions: { type: 'boolean', default: false },
+    'against-unnamed': { type: 'boolean', default: false },
   },
 });
 const mode = positionals[0] === 'lanes' || positionals[0] === 'unlimited' ? positionals[0] : 'serial';
@@ -33,7 +36,7 @@ const batch = mode === 'serial' ? 1 : Number(args.batch);
 const lanes = 1000;
 const perLane = 20;
 const held = 550;
-const serialSteps = 2000;
+const serialSteps = args['against-unnamed'] ? 6000 : 2000;
 
 interface Claim { id: string; lease_token: string }
 
@@ -64,12 +67,14 @@ function backendCpuMs(pid: number): number | undefined {
 }
 const backendPid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
 
+let preparedCall = true;
+
 /** Completes the oldest `batch` held executions and claims as many; the number completed. */
 async function step(): Promise<number> {
   const done = claimed.splice(0, batch);
   // Prepared once, as the worker's calls are.
   const { rows } = await client.query<Claim & { kind: string }>({
-    name: 'complete_and_claim',
+    name: preparedCall ? 'complete_and_claim' : undefined,
     text: `select kind, id, lease_token from usher.complete_and_claim($1::bigint[], $2::uuid[], $3::jsonb[], $4, array['bench.noop'], $5, 60)`,
     values: [done.map((c) => c.id), done.map((c) => c.lease_token), done.map(() => 'null'), worker!.id, done.length],
   });
@@ -84,6 +89,19 @@ if (args.explain) {
   await client.query(`load 'auto_explain'; set auto_explain.log_min_duration = 0; set auto_explain.log_nested_statements = on;
     set auto_explain.log_level = notice; set auto_explain.log_analyze = on; set auto_explain.log_timing = on`);
   await step();
+} else if (args['against-unnamed']) {
+  // Both kinds in turn, so both see the same drift of the machine.
+  const totals = { prepared: { ms: 0, steps: 0 }, unnamed: { ms: 0, steps: 0 } };
+  for (let block = 0; claimed.length > 0 && totals.prepared.steps + totals.unnamed.steps < serialSteps - 120; block += 1) {
+    preparedCall = block % 2 === 0;
+    const total = totals[preparedCall ? 'prepared' : 'unnamed'];
+    const started = performance.now();
+    for (let i = 0; i < 100 && claimed.length > 0; i += 1) total.steps += await step();
+    total.ms += performance.now() - started;
+  }
+  const perStep = (kind: keyof typeof totals) => totals[kind].ms / totals[kind].steps;
+  console.log(`${mode}: prepared ${perStep('prepared').toFixed(3)} ms a step (${totals.prepared.steps}), ` +
+    `unnamed ${perStep('unnamed').toFixed(3)} ms a step (${totals.unnamed.steps}); prepared ÷ unnamed ${(perStep('prepared') / perStep('unnamed')).toFixed(3)}`);
 } else {
   const calls = mode === 'serial' ? serialSteps - 20 : Number(args.calls);
   let completed = 0;
