@@ -8,8 +8,8 @@ import type { ClaimedExecution, MarkResult } from './types.ts';
 
 /**
  * The worker's calls on the data path are prepared once per connection and then only bound and
- * run: parsing and planning the call every time took 5–9 % of a threshold-1 lane's step
- * (bench/step-loop.ts, alternating blocks of named and unnamed calls on one connection).
+ * run: parsing and planning the call every time took 6–8 % of a threshold-1 lane's step
+ * (`bench/step-loop.ts serial --against-unnamed`).
  */
 function prepared(name: string, text: string, values: unknown[]): pg.QueryConfig {
   return { name: `usher.${name}`, text, values };

@@ -155,8 +155,12 @@ describe('complete_and_claim', () => {
     const { rows: prepared } = await client.query<{ name: string }>('select name from pg_prepared_statements order by name');
     expect(prepared.map((row) => row.name)).toEqual(['usher.claim_scheduled', 'usher.complete_and_claim']);
 
-    // Every migrate replaces the functions (sql/): a worker's prepared calls are planned again, not broken.
-    await migrate(t.pool, createLogger('silent'));
+    // A migrate replaces the functions (sql/) under running workers: their prepared calls are planned again, not broken.
+    const version = `select xmin::text from pg_proc where oid = 'usher.complete_and_claim(bigint[], uuid[], jsonb[], bigint, text[], integer, integer)'::regprocedure`;
+    const { rows: [before] } = await t.pool.query<{ xmin: string }>(version);
+    await migrate(t.pool, createLogger('silent'), { forceDefinitions: true });
+    const { rows: [after] } = await t.pool.query<{ xmin: string }>(version);
+    expect(after!.xmin).not.toBe(before!.xmin);
     const third = await calls.completeAndClaim(client, done(second.claims[0]!), next(1));
     expect(third.statuses).toEqual(['completed']);
     expect(third.claims.map((claim) => claim.id)).toEqual([ids[2]]);
