@@ -204,15 +204,77 @@ declare
   v_thresholds integer[];
   v_skip_backoff boolean[];
   v_other record;
+  v_policy usher.policies;
+  v_holding integer;
+  v_free integer;
   v_admitted bigint[] := '{}';
   v_lanes_written integer;
   -- As in admit_lane_head: a variable inside IS TRUE keeps the update on the primary key.
   v_requested constant text := 'requested';
 begin
   -- A lane whose policy is a slot limit alone (no rate limit, no quota) while nothing is paused
-  -- gives back its slots and admits its next in the set-based statement below, with every other
-  -- such lane of the batch. Anything else goes through release_slots, lane by lane.
+  -- gives back its slots and admits its next in plain statements when it is the only lane, or in
+  -- the set-based statement below with every other such lane of the batch. Anything else goes
+  -- through release_slots, lane by lane.
   v_any_paused := usher.anything_paused();
+
+  -- One plain lane (every step of a threshold-1 lane): the same admission in plain statements on
+  -- that lane. The set-based statement below, given one lane, made a serial step 11-12 % longer
+  -- (alternating blocks of 100 steps on one connection, three runs: 0.893, 0.876, 0.895).
+  if cardinality(p_lane_keys) = 1 and p_scope_counted[1] = 0 and not v_any_paused then
+    v_policy := usher.lane_policy(p_lane_keys[1]);
+    if v_policy.rate_limit_max_executions is null and coalesce(v_policy.quotas, '[]'::jsonb) = '[]'::jsonb then
+      select l.active_count - p_counts[1],
+        case
+          when l.blocked_by is not null or l.paused_until > v_now then 0
+          when v_policy.threshold is null then 1000
+          else greatest(v_policy.threshold - (l.active_count - p_counts[1]), 0)
+        end
+      into v_holding, v_free
+      from usher.lanes l
+      where l.lane_key = p_lane_keys[1];
+      if not found then
+        raise exception 'usher: 1 of 1 lanes releasing slots have no row' using errcode = 'data_corrupted';
+      end if;
+      if v_free > 0 then
+        with head as (
+          select e.id, count(*) filter (where e.run_at > v_now) over w as held
+          from usher.executions e
+          where e.lane_key = p_lane_keys[1]
+            and e.status = 'requested'
+            and (not coalesce(v_policy.on_failure = 'skip', false) or e.run_at is null or e.run_at <= v_now)
+          window w as (order by e.queue_position, e.id)
+          order by e.queue_position, e.id
+          limit v_free
+        ),
+        admitted as (
+          update usher.executions e
+          set status = 'scheduled', scheduled_at = v_now, run_at = null, scope_counted = false, updated_at = v_now
+          from head
+          where e.id = head.id
+            and head.held = 0
+            and (e.status = v_requested) is true
+          returning e.id, e.action_ref, e.attempt, coalesce(e.queued_at, e.created_at) as waiting_since
+        ),
+        recorded as (
+          insert into usher.execution_transitions (execution_id, action_ref, status, previous_status, attempt, elapsed_seconds)
+          select a.id, a.action_ref, 'scheduled', 'requested', a.attempt, extract(epoch from v_now - a.waiting_since)
+          from admitted a
+          order by a.id
+        )
+        select coalesce(array_agg(a.id order by a.id), '{}') into v_admitted from admitted a;
+      end if;
+      update usher.lanes l
+      set active_count = v_holding + cardinality(v_admitted),
+        total_admitted = l.total_admitted + cardinality(v_admitted),
+        recent_admissions = case when cardinality(v_admitted) > 0 then '{}' else l.recent_admissions end,
+        rate_limited_until = case when cardinality(v_admitted) > 0 then null else l.rate_limited_until end,
+        updated_at = v_now
+      where l.lane_key = p_lane_keys[1];
+      return v_admitted;
+    end if;
+  end if;
+
   -- Materialized: inlined, the policy lookup ran once per lane instead of once per scope.
   with scopes as materialized (
     select s.scope, p.threshold, p.rate_limit_max_executions, p.quotas, p.on_failure
@@ -326,7 +388,7 @@ end
 $$;
 
 comment on function usher.release_lane_slots(text[], integer[], integer[]) is
-  'Gives slots back to several lanes at once (p_counts[i] to p_lane_keys[i], p_scope_counted[i] of them also to its scope''s running quota) and admits each lane''s next waiting executions, in the caller''s transaction; returns the ids admitted, without waking workers. Lanes under a plain slot limit are handled together in one statement. The caller must hold the lane row locks.';
+  'Gives slots back to several lanes at once (p_counts[i] to p_lane_keys[i], p_scope_counted[i] of them also to its scope''s running quota) and admits each lane''s next waiting executions, in the caller''s transaction; returns the ids admitted, without waking workers. Lanes under a plain slot limit are handled together in one statement (a single such lane in plain statements of its own). The caller must hold the lane row locks.';
 
 create or replace function usher.release_slot(p_lane_key text, p_scope_counted boolean)
 returns integer

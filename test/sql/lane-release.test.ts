@@ -173,6 +173,72 @@ describe('releasing the slots of many lanes in one batch', () => {
   });
 });
 
+interface OneLaneCase {
+  readonly name: string;
+  readonly threshold: number;
+  readonly onFailure?: 'wait' | 'skip';
+  readonly perLane: number;
+  readonly maxRetries?: number;
+  /** Done to lanes 1 and 2 alike before the release: the lane's key and its running executions, oldest first. */
+  readonly prepare?: (laneKey: string, running: ClaimedExecution[]) => Promise<void>;
+  /** Which of the lane's running executions then completes. */
+  readonly completes: number;
+  readonly statuses: string[];
+  readonly active: number;
+  readonly admitted: string;
+}
+
+const oneLaneCases: OneLaneCase[] = [
+  { name: 'a slot freed under threshold 2', threshold: 2, perLane: 4, completes: 0,
+    statuses: ['completed', 'running', 'scheduled', 'requested'], active: 2, admitted: '3' },
+  { name: 'a retry in its backoff holds the lane (wait)', threshold: 2, perLane: 4, maxRetries: 1, completes: 1,
+    prepare: async (_, running) => void expect(await calls.failExecution(t.pool, running[0]!, 'boom', null)).toBe('requested'),
+    statuses: ['requested', 'completed', 'requested', 'requested'], active: 0, admitted: '2' },
+  { name: 'a retry in its backoff is passed (skip)', threshold: 2, onFailure: 'skip', perLane: 4, maxRetries: 1, completes: 1,
+    prepare: async (_, running) => void expect(await calls.failExecution(t.pool, running[0]!, 'boom', null)).toBe('requested'),
+    statuses: ['requested', 'completed', 'scheduled', 'scheduled'], active: 2, admitted: '4' },
+  { name: 'a paused lane admits nothing', threshold: 1, perLane: 2, completes: 0,
+    prepare: async (laneKey) => void await t.pool.query(`select usher.pause_lane($1, now() + interval '1 hour')`, [laneKey]),
+    statuses: ['completed', 'requested'], active: 0, admitted: '1' },
+  { name: 'a lane whose policy was disabled drains', threshold: 1, perLane: 3, completes: 0,
+    prepare: async () => void await t.pool.query(`update usher.policies set enabled = false`),
+    statuses: ['completed', 'scheduled', 'scheduled'], active: 2, admitted: '3' },
+  { name: 'a lane with nothing left to admit', threshold: 1, perLane: 1, completes: 0,
+    statuses: ['completed'], active: 0, admitted: '1' },
+];
+
+describe('one plain lane released alone', () => {
+  // Lane 1 releases alone (plain statements of its own); lane 2, set up the same way, releases in a
+  // batch with lane 3 (the set-based statement). Both must end exactly alike.
+  it.each(oneLaneCases)('admits what the set-based release does: $name', async (c) => {
+    await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters, on_failure) values ('lr', 'lr.grouped', $1, '{k}', $2)`,
+      [c.threshold, c.onFailure ?? 'wait']);
+    const lane1 = await insert('lr.grouped', Array.from({ length: c.perLane }, () => ({ k: 1 })), c.maxRetries ?? 0);
+    const lane2 = await insert('lr.grouped', Array.from({ length: c.perLane }, () => ({ k: 2 })), c.maxRetries ?? 0);
+    const [partner] = await insert('lr.grouped', [{ k: 3 }]);
+    await admitQueued(t.pool);
+    const running = await claimAll();
+    const runningOf = (ids: string[]) => running.filter((claim) => ids.includes(claim.id));
+    for (const [k, ids] of [[1, lane1], [2, lane2]] as const) await c.prepare?.(`action:lr.grouped#[${k}]`, runningOf(ids));
+
+    await complete([runningOf(lane1)[c.completes]!]);
+    await complete([runningOf(lane2)[c.completes]!, ...byId(running, partner!)]);
+
+    expect(await statusesOf(lane1)).toEqual(c.statuses);
+    expect(await statusesOf(lane2)).toEqual(c.statuses);
+    const { rows: counters } = await t.pool.query(
+      `select active_count, total_admitted, cardinality(recent_admissions) as recent, rate_limited_until, paused_until is not null as paused
+       from usher.lanes where lane_key in ('action:lr.grouped#[1]', 'action:lr.grouped#[2]') order by lane_key`);
+    expect(counters[0]).toMatchObject({ active_count: c.active, total_admitted: c.admitted });
+    expect(counters[1]).toEqual(counters[0]);
+    const { rows: admissions } = await t.pool.query<{ lane: string; n: string }>(
+      `select e.params ->> 'k' as lane, count(*) as n from usher.execution_transitions r join usher.executions e on e.id = r.execution_id
+       where r.status = 'scheduled' and r.previous_status = 'requested' and e.params ->> 'k' in ('1', '2') group by 1 order by 1`);
+    expect(admissions.map((row) => row.n)).toEqual([c.admitted, c.admitted]);
+    expect(await checkInvariants(t.pool)).toEqual([]);
+  });
+});
+
 describe('the executor admitting many fresh lanes', () => {
   it('fills plain lanes 100 to a transaction, and a rate-limited lane in a transaction of its own', async () => {
     await t.pool.query(`insert into usher.policies (ref, action_ref, threshold, parameters, rate_limit_max_executions, rate_limit_window_seconds) values
