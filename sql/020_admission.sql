@@ -219,9 +219,8 @@ begin
   v_any_paused := usher.anything_paused();
 
   -- One plain lane (every step of a threshold-1 lane): the same admission in plain statements on
-  -- that lane. Given one lane, the set-based statement below cost a serial step 11-12 % more
-  -- (bench/step-loop.ts serial, four interleaved pairs, backend CPU per step: 864 against 803,
-  -- 939 against 818, 869 against 793, 985 against 950 µs).
+  -- that lane. Given one lane, the set-based statement below cost a serial step more backend CPU:
+  -- 864, 939, 869, 985 µs against 803, 818, 793, 950 (bench/step-loop.ts serial, interleaved pairs).
   if cardinality(p_lane_keys) = 1 and p_scope_counted[1] = 0 and not v_any_paused then
     v_policy := usher.lane_policy(p_lane_keys[1]);
     if v_policy.rate_limit_max_executions is null and coalesce(v_policy.quotas, '[]'::jsonb) = '[]'::jsonb then
