@@ -188,20 +188,25 @@ interface OneLaneCase {
   readonly admitted: string;
 }
 
+/** The lane's head fails with a retry left: back to its place, in its backoff for an hour. */
+async function failHead(_laneKey: string, running: ClaimedExecution[]): Promise<void> {
+  expect(await calls.failExecution(t.pool, running[0]!, 'boom', null)).toBe('requested');
+}
+
 const oneLaneCases: OneLaneCase[] = [
   { name: 'a slot freed under threshold 2', threshold: 2, perLane: 4, completes: 0,
     statuses: ['completed', 'running', 'scheduled', 'requested'], active: 2, admitted: '3' },
   { name: 'a retry in its backoff holds the lane (wait)', threshold: 2, perLane: 4, maxRetries: 1, completes: 1,
-    prepare: async (_, running) => void expect(await calls.failExecution(t.pool, running[0]!, 'boom', null)).toBe('requested'),
+    prepare: failHead,
     statuses: ['requested', 'completed', 'requested', 'requested'], active: 0, admitted: '2' },
   { name: 'a retry in its backoff is passed (skip)', threshold: 2, onFailure: 'skip', perLane: 4, maxRetries: 1, completes: 1,
-    prepare: async (_, running) => void expect(await calls.failExecution(t.pool, running[0]!, 'boom', null)).toBe('requested'),
+    prepare: failHead,
     statuses: ['requested', 'completed', 'scheduled', 'scheduled'], active: 2, admitted: '4' },
   { name: 'a paused lane admits nothing', threshold: 1, perLane: 2, completes: 0,
-    prepare: async (laneKey) => void await t.pool.query(`select usher.pause_lane($1, now() + interval '1 hour')`, [laneKey]),
+    prepare: async (laneKey) => { await t.pool.query(`select usher.pause_lane($1, now() + interval '1 hour')`, [laneKey]); },
     statuses: ['completed', 'requested'], active: 0, admitted: '1' },
   { name: 'a lane whose policy was disabled drains', threshold: 1, perLane: 3, completes: 0,
-    prepare: async () => void await t.pool.query(`update usher.policies set enabled = false`),
+    prepare: async () => { await t.pool.query(`update usher.policies set enabled = false`); },
     statuses: ['completed', 'scheduled', 'scheduled'], active: 2, admitted: '3' },
   { name: 'a lane with nothing left to admit', threshold: 1, perLane: 1, completes: 0,
     statuses: ['completed'], active: 0, admitted: '1' },
