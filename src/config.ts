@@ -18,6 +18,8 @@ const envSchema = z.object({
   USHER_SWEEP_INTERVAL_MS: positiveInt.default(1000),
   USHER_WORKER_CONCURRENCY: positiveInt.max(10000).default(10),
   USHER_WORKER_PREFETCH: nonNegativeInt.max(10000).default(0),
+  USHER_WORKER_POOL_MODE: z.enum(['session', 'transaction']).default('session'),
+  USHER_WORKER_LISTEN_URL: z.string().min(1).optional(),
   USHER_SHUTDOWN_GRACE_SECONDS: nonNegativeInt.default(25),
   USHER_ABORT_GRACE_SECONDS: nonNegativeInt.default(5),
   USHER_IDLE_LANE_SECONDS: positiveInt.default(300),
@@ -29,6 +31,8 @@ const envSchema = z.object({
 });
 
 export type ApiRole = 'read' | 'write';
+
+export type PoolMode = 'session' | 'transaction';
 
 export interface ApiToken {
   readonly role: ApiRole;
@@ -76,6 +80,17 @@ export interface Config {
   readonly workerConcurrency: number;
   /** Executions a worker claims beyond its concurrency, to start each next one without a round trip. */
   readonly workerPrefetch: number;
+  /**
+   * `transaction` when the worker connects through a pooler in transaction mode (PgBouncer
+   * `pool_mode = transaction`): it then keeps no session state (no LISTEN, no named statements, no
+   * settings at connect) and finds work by polling.
+   */
+  readonly workerPoolMode: PoolMode;
+  /**
+   * Where a worker LISTENs, when not on DATABASE_URL: a direct connection beside a transaction
+   * pooler, so wake-ups stay NOTIFY-driven. Absent in transaction mode means polling only.
+   */
+  readonly workerListenUrl: string | undefined;
   /** On SIGTERM, how long running handlers may take to finish before they are aborted. */
   readonly shutdownGraceSeconds: number;
   /** After an abort (timeout, cancel, shutdown), how long a handler may take to settle. */
@@ -109,6 +124,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sweepIntervalMs: e.USHER_SWEEP_INTERVAL_MS,
     workerConcurrency: e.USHER_WORKER_CONCURRENCY,
     workerPrefetch: e.USHER_WORKER_PREFETCH,
+    workerPoolMode: e.USHER_WORKER_POOL_MODE,
+    workerListenUrl: e.USHER_WORKER_LISTEN_URL,
     shutdownGraceSeconds: e.USHER_SHUTDOWN_GRACE_SECONDS,
     abortGraceSeconds: e.USHER_ABORT_GRACE_SECONDS,
     idleLaneSeconds: e.USHER_IDLE_LANE_SECONDS,

@@ -24,6 +24,8 @@ export async function runWorker(options: WorkerCommandOptions): Promise<void> {
     name: options.name ?? `${hostname()}:${process.pid}`,
     leaseSeconds: config.leaseSeconds,
     pollIntervalMs: config.pollIntervalMs,
+    poolMode: config.workerPoolMode,
+    listenUrl: config.workerListenUrl,
     shutdownGraceSeconds: config.shutdownGraceSeconds,
     abortGraceSeconds: config.abortGraceSeconds,
     onFatal: () => void lifecycle.exit(1),

@@ -4,7 +4,7 @@
  * renewal's answer from the table decides.
  */
 import type pg from 'pg';
-import { createPool } from '../db/pool.ts';
+import { createPool, withUnnamedStatements, type Queryable } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import * as calls from '../queue/worker-calls.ts';
 import type { RunningExecution } from './runner.ts';
@@ -13,6 +13,8 @@ export interface LeaseKeeperOptions {
   readonly databaseUrl: string;
   readonly name: string;
   readonly leaseSeconds: number;
+  /** Behind a pooler in transaction mode: nothing set at connect, no named statements. */
+  readonly transactionPooled?: boolean;
   /** Every execution whose lease the worker holds: started or waiting for a slot. */
   readonly held: () => RunningExecution[];
   /** Called after executions were aborted, so the ones waiting for a slot are settled at once. */
@@ -21,6 +23,7 @@ export interface LeaseKeeperOptions {
 
 export class LeaseKeeper {
   private readonly pool: pg.Pool;
+  private readonly db: Queryable;
   /** Ids of cancel notifications that named no execution held here: the claim's answer may still be on its way. */
   private readonly cancelHints = new Set<string>();
   private renewTimer: NodeJS.Timeout | undefined;
@@ -34,7 +37,9 @@ export class LeaseKeeper {
       max: 1,
       queryTimeoutMs: Math.max(1000, (options.leaseSeconds * 1000) / 3),
       connectionTimeoutMs: Math.max(1000, (options.leaseSeconds * 1000) / 3),
+      transactionPooled: options.transactionPooled,
     }, log);
+    this.db = options.transactionPooled ? withUnnamedStatements(this.pool) : this.pool;
   }
 
   start(workerId: string, log: Logger): void {
@@ -99,7 +104,7 @@ export class LeaseKeeper {
     const asked = this.options.held().filter((execution) => execution.cause !== 'lease_lost');
     const sentAt = performance.now();
     try {
-      const held = await calls.heartbeatWorker(this.pool, this.workerId, asked.map(({ claim }) => claim), this.options.leaseSeconds);
+      const held = await calls.heartbeatWorker(this.db, this.workerId, asked.map(({ claim }) => claim), this.options.leaseSeconds);
       const byToken = new Map(held.map((lease) => [lease.lease_token, lease.status]));
       // Executions claimed after this heartbeat was sent are not in its answer.
       for (const execution of asked) {

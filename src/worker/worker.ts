@@ -7,7 +7,8 @@ import { hostname } from 'node:os';
 import type pg from 'pg';
 import { backoffMs, delay } from '../backoff.ts';
 import { Listener } from '../db/listener.ts';
-import { createPool } from '../db/pool.ts';
+import type { PoolMode } from '../config.ts';
+import { createPool, withUnnamedStatements, type Queryable } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { ClaimedExecution, MarkResult } from '../queue/types.ts';
 import * as calls from '../queue/worker-calls.ts';
@@ -32,6 +33,14 @@ export interface WorkerOptions {
   readonly name?: string;
   readonly leaseSeconds: number;
   readonly pollIntervalMs: number;
+  /**
+   * `transaction` behind a pooler in transaction mode: no LISTEN (work is found by polling every
+   * `pollIntervalMs`, a cancel reaches its handler with the next heartbeat), no named statements,
+   * nothing set at connect. Default `session`.
+   */
+  readonly poolMode?: PoolMode;
+  /** Where to LISTEN: by default `databaseUrl`, except in transaction mode, where no URL means polling only. */
+  readonly listenUrl?: string;
   readonly shutdownGraceSeconds: number;
   readonly abortGraceSeconds: number;
   /** Called once if the worker ran an execution and cannot mark it; the process should stop. */
@@ -50,6 +59,8 @@ export class Worker {
   private readonly wakeup = new Wakeup();
   private readonly stopping = new AbortController();
   private readonly pool: pg.Pool;
+  /** The pool as the data path's calls use it: named statements unless behind a transaction pooler. */
+  private readonly db: Queryable;
   private readonly leases: LeaseKeeper;
   private readonly completions = new CompletionBatcher((batch) => this.completeAndClaim(batch));
   private listener: Listener | undefined;
@@ -67,11 +78,14 @@ export class Worker {
     this.handlers = new Map(options.actions.map((action) => [action.ref, action]));
     this.log = log;
     const name = options.name ?? `${hostname()}:${process.pid}`;
-    this.pool = createPool({ url: options.databaseUrl, applicationName: `usher-worker:${name}`, max: 3 }, log);
+    const transactionPooled = options.poolMode === 'transaction';
+    this.pool = createPool({ url: options.databaseUrl, applicationName: `usher-worker:${name}`, max: 3, transactionPooled }, log);
+    this.db = transactionPooled ? withUnnamedStatements(this.pool) : this.pool;
     this.leases = new LeaseKeeper({
       databaseUrl: options.databaseUrl,
       name,
       leaseSeconds: options.leaseSeconds,
+      transactionPooled,
       held: () => [...this.running.values(), ...this.waiting],
       settleAborted: () => this.dropAbortedWaiting(),
     }, log);
@@ -83,7 +97,7 @@ export class Worker {
 
   async start(): Promise<void> {
     const name = this.options.name ?? `${hostname()}:${process.pid}`;
-    this.workerId = await calls.registerWorker(this.pool, {
+    this.workerId = await calls.registerWorker(this.db, {
       name,
       host: hostname(),
       pid: process.pid,
@@ -91,8 +105,20 @@ export class Worker {
       concurrency: this.options.concurrency,
     });
     this.log = this.log.child({ worker_id: this.workerId });
+    const listenUrl = this.options.listenUrl ?? (this.options.poolMode === 'transaction' ? undefined : this.options.databaseUrl);
+    if (listenUrl) this.startListener(listenUrl, name);
+    this.leases.start(this.workerId, this.log);
+    this.claimLoop = this.runClaimLoop();
+    this.log.info({
+      event: 'worker:started', name, actions: [...this.handlers.keys()], concurrency: this.options.concurrency,
+      pool_mode: this.options.poolMode ?? 'session', wakes_by: listenUrl ? 'notify' : 'poll',
+    }, 'worker started');
+  }
+
+  /** Wake-ups by NOTIFY, on a session of their own; a transaction pooler cannot carry a LISTEN. */
+  private startListener(url: string, name: string): void {
     this.listener = new Listener({
-      url: this.options.databaseUrl,
+      url,
       applicationName: `usher-worker-listen:${name}`,
       channels: ['usher.execution_scheduled', 'usher.execution_canceling'],
       onNotification: (channel, payload) => this.onNotification(channel, payload),
@@ -103,9 +129,6 @@ export class Worker {
       },
     }, this.log);
     this.listener.start();
-    this.leases.start(this.workerId, this.log);
-    this.claimLoop = this.runClaimLoop();
-    this.log.info({ event: 'worker:started', name, actions: [...this.handlers.keys()], concurrency: this.options.concurrency }, 'worker started');
   }
 
   /** Graceful stop: no new claims; running handlers get the grace period, then are aborted and handed back. */
@@ -123,7 +146,7 @@ export class Worker {
     await Promise.all(this.inFlight);
     this.leases.stopRenewing();
     await this.listener?.stop();
-    await calls.stopWorker(this.pool, this.workerId).catch((error: unknown) =>
+    await calls.stopWorker(this.db, this.workerId).catch((error: unknown) =>
       this.log.warn({ event: 'worker:stop_unrecorded', err: error }, 'could not record the stop'));
     await Promise.all([this.pool.end(), this.leases.close()]);
     this.log.info({ event: 'worker:stopped' }, 'worker stopped');
@@ -162,7 +185,7 @@ export class Worker {
       const claimSentAt = performance.now();
       this.claimsInFlight += wanted;
       try {
-        claims = await calls.claimScheduled(this.pool, this.workerId, actionRefs, wanted, this.options.leaseSeconds);
+        claims = await calls.claimScheduled(this.db, this.workerId, actionRefs, wanted, this.options.leaseSeconds);
         failures = 0;
       } catch (error) {
         failures += 1;
@@ -260,14 +283,14 @@ export class Worker {
     }
     let claimed = false;
     let status = await markWithRetry(this.options.leaseSeconds, async () => {
-      if (outcome.kind !== 'completed' || this.stopping.signal.aborted || this.fatal) return markOutcome(this.pool, claim, outcome);
+      if (outcome.kind !== 'completed' || this.stopping.signal.aborted || this.fatal) return markOutcome(this.db, claim, outcome);
       const answer = await this.completions.complete({ claim, resultJson: outcome.resultJson });
       claimed = true;
       return answer;
     }, log);
     if (status === 'unstorable') {
       const failed = failureFromReason('the result could not be stored in Postgres (jsonb rejected it)');
-      status = await markWithRetry(this.options.leaseSeconds, () => markOutcome(this.pool, claim, failed), log);
+      status = await markWithRetry(this.options.leaseSeconds, () => markOutcome(this.db, claim, failed), log);
     }
     if (status === null || status === 'unstorable') {
       log().warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
@@ -289,7 +312,7 @@ export class Worker {
     const limit = this.stopping.signal.aborted || this.fatal ? 0 : Math.max(0, this.capacity());
     this.claimsInFlight += limit;
     try {
-      const answer = await calls.completeAndClaim(this.pool, batch, {
+      const answer = await calls.completeAndClaim(this.db, batch, {
         workerId: this.workerId,
         actionRefs: [...this.handlers.keys()],
         limit,
