@@ -28,11 +28,17 @@ export function markOutcome(db: Queryable, claim: ClaimedExecution, outcome: Out
 }
 
 /**
- * Retries transient failures for up to one lease; past that the lease is gone anyway. 'unstorable'
+ * Retries transient failures (the database restarting, a connection cut) for as long as the lease
+ * may still be held: until a lease after the last renewal sent for it, a point the worker's
+ * heartbeats keep moving while the database answers them. Past it the lease may have run out and
+ * the execution gone back to its lane: 'lease_expired', and the process carries on. 'unstorable'
  * when the database refused the data itself (class 22: a result jsonb cannot hold).
  */
-export async function markWithRetry(leaseSeconds: number, markOnce: () => Promise<MarkResult>, log: () => Logger): Promise<MarkResult | 'unstorable'> {
-  const deadline = Date.now() + leaseSeconds * 1000;
+export async function markWithRetry(
+  leaseHeldUntil: () => number,
+  markOnce: () => Promise<MarkResult>,
+  log: () => Logger,
+): Promise<MarkResult | 'unstorable' | 'lease_expired'> {
   for (let attempt = 1; ; attempt += 1) {
     try {
       return await markOnce();
@@ -41,9 +47,15 @@ export async function markWithRetry(leaseSeconds: number, markOnce: () => Promis
         if ((error as { code?: string }).code?.startsWith('22')) return 'unstorable';
         throw error;
       }
-      if (Date.now() > deadline) throw error;
+      const left = leaseHeldUntil() - performance.now();
+      if (left <= 0) {
+        log().error({ event: 'execution:mark_abandoned', err: error, attempts: attempt },
+          'the database could not be reached before the lease may have run out; the execution will run again');
+        return 'lease_expired';
+      }
       log().warn({ event: 'execution:mark_retrying', err: error, attempt }, 'mark failed; retrying');
-      await delay(backoffMs(attempt));
+      // The last try comes at the deadline, not a whole backoff past it.
+      await delay(Math.min(backoffMs(attempt), left));
     }
   }
 }

@@ -43,7 +43,7 @@ export interface WorkerOptions {
   readonly listenUrl?: string;
   readonly shutdownGraceSeconds: number;
   readonly abortGraceSeconds: number;
-  /** Called once if the worker ran an execution and cannot mark it; the process should stop. */
+  /** Called once if marking an execution failed with an error retrying cannot fix; the process should stop. */
   readonly onFatal?: (error: Error) => void;
 }
 
@@ -282,7 +282,8 @@ export class Worker {
       return false;
     }
     let claimed = false;
-    let status = await markWithRetry(this.options.leaseSeconds, async () => {
+    const leaseHeldUntil = () => running.leaseRenewalSentAt + this.options.leaseSeconds * 1000;
+    let status = await markWithRetry(leaseHeldUntil, async () => {
       if (outcome.kind !== 'completed' || this.stopping.signal.aborted || this.fatal) return markOutcome(this.db, claim, outcome);
       const answer = await this.completions.complete({ claim, resultJson: outcome.resultJson });
       claimed = true;
@@ -290,8 +291,10 @@ export class Worker {
     }, log);
     if (status === 'unstorable') {
       const failed = failureFromReason('the result could not be stored in Postgres (jsonb rejected it)');
-      status = await markWithRetry(this.options.leaseSeconds, () => markOutcome(this.db, claim, failed), log);
+      status = await markWithRetry(leaseHeldUntil, () => markOutcome(this.db, claim, failed), log);
     }
+    // Logged where it was decided; the executor takes the execution back when its lease runs out.
+    if (status === 'lease_expired') return claimed;
     if (status === null || status === 'unstorable') {
       log().warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
     } else if (!this.log.isLevelEnabled('info')) {
@@ -327,7 +330,10 @@ export class Worker {
     }
   }
 
-  /** A worker that ran an execution and cannot mark it stops taking work; the lease brings the slot back. */
+  /**
+   * A mark failed with an error retrying cannot fix (not the database being unreachable, which
+   * markWithRetry rides out): the worker stops taking work; the lease brings the slot back.
+   */
   private die(error: unknown, claim: ClaimedExecution, log: Logger): void {
     if (this.fatal) return;
     this.fatal = error instanceof Error ? error : new Error(String(error));
