@@ -47,6 +47,7 @@ export const SqlState = {
   cannotConnectNow: '57P03',
   serializationFailure: '40001',
   deadlockDetected: '40P01',
+  readOnlySqlTransaction: '25006',
 } as const;
 
 const codeByConstraint: Record<string, UsherErrorCode> = {
@@ -73,11 +74,15 @@ export function toEnqueueError(error: unknown): unknown {
   return error;
 }
 
-/** Errors after which retrying the same statement on a fresh connection can succeed. */
+/**
+ * Errors after which retrying the same statement on a fresh connection can succeed. A write
+ * refused as read-only (25006) is one: during a failover the connection lands on a server that is
+ * still a standby, or not yet writable, for a while.
+ */
 export function isTransientDatabaseError(error: unknown): boolean {
   if (error instanceof pg.DatabaseError) {
-    return [SqlState.adminShutdown, SqlState.cannotConnectNow, SqlState.deadlockDetected, SqlState.serializationFailure]
-      .includes(error.code as never) || error.code?.startsWith('08') === true;
+    return [SqlState.adminShutdown, SqlState.cannotConnectNow, SqlState.deadlockDetected, SqlState.serializationFailure,
+      SqlState.readOnlySqlTransaction].includes(error.code as never) || error.code?.startsWith('08') === true;
   }
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND'].includes(code)

@@ -7,7 +7,7 @@ import type pg from 'pg';
 import { backoffMs, delay } from '../backoff.ts';
 import { Listener } from '../db/listener.ts';
 import { createPool } from '../db/pool.ts';
-import type { Logger } from '../log.ts';
+import { FailureStreak, type Logger } from '../log.ts';
 import * as calls from '../queue/executor-calls.ts';
 import { Wakeup } from '../wakeup.ts';
 import { deleteExpiredExecutions, RETENTION_INTERVAL_MS } from './retention.ts';
@@ -60,7 +60,7 @@ export class Executor {
   }
 
   private async admissionLoop(): Promise<void> {
-    let failures = 0;
+    const failures = new FailureStreak('admission:failed', 'admission:recovered');
     let sleepMs = 0;
     let lastOverdueCheck = 0;
     while (!this.stopping.signal.aborted) {
@@ -74,7 +74,7 @@ export class Executor {
           const overdue = await calls.cancelOverdueWaiting(this.pool);
           if (overdue > 0) this.log.info({ event: 'admission:queue_timeout', count: overdue }, 'cancelled executions that waited past queue_timeout_seconds');
         }
-        failures = 0;
+        failures.succeeded(this.log, 'admission passes work again');
         if (admitted > 0 || released > 0) {
           this.log.debug({ event: 'admission:done', lanes_visited, admitted, released }, 'admitted');
           // A lane without a slot limit is admitted in batches: go again until a pass admits nothing.
@@ -85,16 +85,17 @@ export class Executor {
         const untilNext = await calls.msUntilNextWakeup(this.pool);
         sleepMs = Math.min(this.options.pollIntervalMs, untilNext ?? Infinity);
       } catch (error) {
-        failures += 1;
-        this.log.warn({ event: 'admission:failed', err: error, failures }, 'admission pass failed; backing off');
-        await delay(backoffMs(failures), this.stopping.signal);
+        const inARow = failures.failed(this.log, error, 'admission pass failed; backing off');
+        await delay(backoffMs(inARow), this.stopping.signal);
         this.admission.notify();
       }
     }
   }
 
   private async sweepLoop(): Promise<void> {
-    let failures = 0;
+    const failures = new FailureStreak('sweep:failed', 'sweep:recovered');
+    const scheduleFailures = new FailureStreak('schedule:pass_failed', 'schedule:recovered');
+    let inARow = 0;
     let lastLaneCleanup = 0;
     let lastEventCleanup = 0;
     // The defaults of USHER_EVENT_RETENTION_MINUTES and USHER_RETENTION_DAYS, for embedders.
@@ -115,10 +116,10 @@ export class Executor {
           lastEventCleanup = Date.now();
           await calls.deleteOldExecutionEvents(this.pool, eventRetentionSeconds);
         }
-        failures = 0;
+        inARow = 0;
+        failures.succeeded(this.log, 'sweeps work again');
       } catch (error) {
-        failures += 1;
-        this.log.warn({ event: 'sweep:failed', err: error, failures }, 'sweep failed');
+        inARow = failures.failed(this.log, error, 'sweep failed');
       }
       if (retentionDays > 0 && Date.now() - lastRetention >= RETENTION_INTERVAL_MS) {
         lastRetention = Date.now();
@@ -128,10 +129,11 @@ export class Executor {
       // Cron schedules ride on the sweep's clock; a failure here must not hold up the sweep.
       try {
         await fireDueSchedules(this.pool, this.log);
+        scheduleFailures.succeeded(this.log, 'schedule passes work again');
       } catch (error) {
-        this.log.warn({ event: 'schedule:pass_failed', err: error }, 'schedule pass failed; retrying next sweep');
+        scheduleFailures.failed(this.log, error, 'schedule pass failed; retrying next sweep');
       }
-      await delay(failures > 0 ? backoffMs(failures) : this.options.sweepIntervalMs, this.stopping.signal);
+      await delay(inARow > 0 ? backoffMs(inARow) : this.options.sweepIntervalMs, this.stopping.signal);
     }
   }
 }

@@ -5,7 +5,7 @@
  */
 import type pg from 'pg';
 import { createPool, withUnnamedStatements, type Queryable } from '../db/pool.ts';
-import type { Logger } from '../log.ts';
+import { FailureStreak, type Logger } from '../log.ts';
 import * as calls from '../queue/worker-calls.ts';
 import type { RunningExecution } from './runner.ts';
 
@@ -29,6 +29,7 @@ export class LeaseKeeper {
   private renewTimer: NodeJS.Timeout | undefined;
   private checkTimer: NodeJS.Timeout | undefined;
   private workerId = '';
+  private readonly failures = new FailureStreak('heartbeat:failed', 'heartbeat:recovered');
 
   constructor(private readonly options: LeaseKeeperOptions, private log: Logger) {
     this.pool = createPool({
@@ -118,8 +119,9 @@ export class LeaseKeeper {
         if (status === 'canceling') execution.abort('cancel');
       }
       this.options.settleAborted();
+      this.failures.succeeded(this.log, 'heartbeats answered again');
     } catch (error) {
-      this.log.warn({ event: 'heartbeat:failed', err: error }, 'heartbeat failed');
+      this.failures.failed(this.log, error, 'heartbeat failed');
     }
   }
 }

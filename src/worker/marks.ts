@@ -53,7 +53,8 @@ export async function markWithRetry(
           'the database could not be reached before the lease may have run out; the execution will run again');
         return 'lease_expired';
       }
-      log().warn({ event: 'execution:mark_retrying', err: error, attempt }, 'mark failed; retrying');
+      // Every execution being marked meets the same outage: one warning each, then debug.
+      log()[attempt === 1 ? 'warn' : 'debug']({ event: 'execution:mark_retrying', err: error, attempt }, 'mark failed; retrying');
       // The last try comes at the deadline, not a whole backoff past it.
       await delay(Math.min(backoffMs(attempt), left));
     }

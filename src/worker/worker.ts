@@ -9,7 +9,7 @@ import { backoffMs, delay } from '../backoff.ts';
 import { Listener } from '../db/listener.ts';
 import type { PoolMode } from '../config.ts';
 import { createPool, withUnnamedStatements, type Queryable } from '../db/pool.ts';
-import type { Logger } from '../log.ts';
+import { FailureStreak, type Logger } from '../log.ts';
 import type { ClaimedExecution, MarkResult } from '../queue/types.ts';
 import * as calls from '../queue/worker-calls.ts';
 import type { Completion } from '../queue/worker-calls.ts';
@@ -171,7 +171,7 @@ export class Worker {
   }
 
   private async runClaimLoop(): Promise<void> {
-    let failures = 0;
+    const failures = new FailureStreak('claim:failed', 'claim:recovered');
     const actionRefs = [...this.handlers.keys()];
     while (!this.stopping.signal.aborted && !this.fatal) {
       await this.wakeup.wait(this.options.pollIntervalMs);
@@ -186,11 +186,10 @@ export class Worker {
       this.claimsInFlight += wanted;
       try {
         claims = await calls.claimScheduled(this.db, this.workerId, actionRefs, wanted, this.options.leaseSeconds);
-        failures = 0;
+        failures.succeeded(this.log, 'claims answered again');
       } catch (error) {
-        failures += 1;
-        this.log.warn({ event: 'claim:failed', err: error, failures }, 'claim failed; backing off');
-        await delay(backoffMs(failures), this.stopping.signal);
+        const inARow = failures.failed(this.log, error, 'claim failed; backing off');
+        await delay(backoffMs(inARow), this.stopping.signal);
         this.wakeup.notify();
         continue;
       } finally {
