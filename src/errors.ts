@@ -48,6 +48,7 @@ export const SqlState = {
   serializationFailure: '40001',
   deadlockDetected: '40P01',
   readOnlySqlTransaction: '25006',
+  tooManyConnections: '53300',
 } as const;
 
 const codeByConstraint: Record<string, UsherErrorCode> = {
@@ -77,12 +78,12 @@ export function toEnqueueError(error: unknown): unknown {
 /**
  * Errors after which retrying the same statement on a fresh connection can succeed. A write
  * refused as read-only (25006) is one: during a failover the connection lands on a server that is
- * still a standby, or not yet writable, for a while.
+ * still a standby, or not yet writable, for a while. So is a server at max_connections (53300).
  */
 export function isTransientDatabaseError(error: unknown): boolean {
   if (error instanceof pg.DatabaseError) {
     return [SqlState.adminShutdown, SqlState.cannotConnectNow, SqlState.deadlockDetected, SqlState.serializationFailure,
-      SqlState.readOnlySqlTransaction].includes(error.code as never) || error.code?.startsWith('08') === true;
+      SqlState.readOnlySqlTransaction, SqlState.tooManyConnections].includes(error.code as never) || error.code?.startsWith('08') === true;
   }
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND'].includes(code)

@@ -1,7 +1,8 @@
 /**
  * A TCP proxy for faults the black-hole proxy in test/support cannot make: latency on every chunk
  * in both directions, and refusing (and cutting) the connections of one kind, recognised by the
- * application_name in their startup packet (e.g. only the LISTEN connections).
+ * application_name in their startup packet (e.g. only the LISTEN connections): either by closing
+ * the socket, or by answering as a server at max_connections does (FATAL 53300).
  */
 import net from 'node:net';
 import { afterAll, beforeAll } from 'vitest';
@@ -10,9 +11,12 @@ export class FaultProxy {
   private readonly server: net.Server;
   private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket; startup: string }>();
   private refusePattern: RegExp | undefined;
+  private refuseAs: 'closed' | 'too_many_clients' = 'closed';
   delayMs = 0;
   /** Connections accepted per application_name seen in startup packets. */
   readonly accepted = new Map<string, number>();
+  /** When each refused connection attempt arrived (Date.now()), per application_name. */
+  readonly refused = new Map<string, number[]>();
 
   constructor(private readonly targetHost: string, private readonly targetPort: number) {
     this.server = net.createServer((client) => this.accept(client));
@@ -25,8 +29,9 @@ export class FaultProxy {
   }
 
   /** Cuts open connections whose application_name matches, and refuses new ones, until allowAll(). */
-  refuse(pattern: RegExp): number {
+  refuse(pattern: RegExp, as: 'closed' | 'too_many_clients' = 'closed'): number {
     this.refusePattern = pattern;
+    this.refuseAs = as;
     let cut = 0;
     for (const pair of this.pairs) {
       if (pattern.test(pair.startup)) {
@@ -59,7 +64,9 @@ export class FaultProxy {
     client.once('data', (first) => {
       const startup = /application_name\0([^\0]*)\0/.exec(first.toString('latin1'))?.[1] ?? '';
       if (this.refusePattern?.test(startup)) {
-        client.destroy();
+        this.refused.set(startup, [...(this.refused.get(startup) ?? []), Date.now()]);
+        if (this.refuseAs === 'too_many_clients') client.end(tooManyClients);
+        else client.destroy();
         return;
       }
       this.accepted.set(startup, (this.accepted.get(startup) ?? 0) + 1);
@@ -85,6 +92,15 @@ export class FaultProxy {
     });
   }
 }
+
+/** The ErrorResponse a server at max_connections sends to a new connection before closing it. */
+const tooManyClients = (() => {
+  const fields = Buffer.from('SFATAL\0VFATAL\0C53300\0Msorry, too many clients already\0\0', 'latin1');
+  const header = Buffer.alloc(5);
+  header.write('E', 0, 'latin1');
+  header.writeInt32BE(fields.length + 4, 1);
+  return Buffer.concat([header, fields]);
+})();
 
 export function proxiedUrl(url: string, port: number): string {
   const parsed = new URL(url);
