@@ -19,7 +19,6 @@ export function createLogger(level: string, bindings: Record<string, unknown> = 
   });
 }
 
-
 /**
  * The log of a loop that keeps failing while the database is away or refusing writes: its first
  * failure at warn, then at most one warn every `warnEveryMs` (carrying the count so far) and the
@@ -32,6 +31,11 @@ export class FailureStreak {
   private lastWarnAt = -Infinity;
 
   constructor(private readonly event: string, private readonly recoveredEvent: string, private readonly warnEveryMs = 10_000) {}
+
+  /** Failures since the last success, for the backoff. */
+  get inARow(): number {
+    return this.failures;
+  }
 
   /** Records a failure and logs it; returns how many failed in a row, for the backoff. */
   failed(log: Logger, err: unknown, message: string): number {

@@ -95,7 +95,6 @@ export class Executor {
   private async sweepLoop(): Promise<void> {
     const failures = new FailureStreak('sweep:failed', 'sweep:recovered');
     const scheduleFailures = new FailureStreak('schedule:pass_failed', 'schedule:recovered');
-    let inARow = 0;
     let lastLaneCleanup = 0;
     let lastEventCleanup = 0;
     // The defaults of USHER_EVENT_RETENTION_MINUTES and USHER_RETENTION_DAYS, for embedders.
@@ -116,10 +115,9 @@ export class Executor {
           lastEventCleanup = Date.now();
           await calls.deleteOldExecutionEvents(this.pool, eventRetentionSeconds);
         }
-        inARow = 0;
         failures.succeeded(this.log, 'sweeps work again');
       } catch (error) {
-        inARow = failures.failed(this.log, error, 'sweep failed');
+        failures.failed(this.log, error, 'sweep failed');
       }
       if (retentionDays > 0 && Date.now() - lastRetention >= RETENTION_INTERVAL_MS) {
         lastRetention = Date.now();
@@ -133,7 +131,7 @@ export class Executor {
       } catch (error) {
         scheduleFailures.failed(this.log, error, 'schedule pass failed; retrying next sweep');
       }
-      await delay(inARow > 0 ? backoffMs(inARow) : this.options.sweepIntervalMs, this.stopping.signal);
+      await delay(failures.inARow > 0 ? backoffMs(failures.inARow) : this.options.sweepIntervalMs, this.stopping.signal);
     }
   }
 }

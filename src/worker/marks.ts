@@ -50,7 +50,7 @@ export async function markWithRetry(
       const left = leaseHeldUntil() - performance.now();
       if (left <= 0) {
         log().error({ event: 'execution:mark_abandoned', err: error, attempts: attempt },
-          'the database could not be reached before the lease may have run out; the execution will run again');
+          'the database did not take the mark before the lease may have run out; the execution will run again');
         return 'lease_expired';
       }
       // Every execution being marked meets the same outage: one warning each, then debug.

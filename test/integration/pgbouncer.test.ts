@@ -2,11 +2,12 @@
  * T11 (RELIABILITY.md): workers connected through PgBouncer 1.18 in transaction mode. PgBouncer
  * gets one server connection, so every transaction of every client runs on the same session:
  * anything a worker left there (a prepared statement, a LISTEN) is visible to the test through it.
- * The executor connects directly: it keeps sessions by design (LISTEN, graphile-worker's cron).
+ * The executor connects directly: it keeps a session by design (LISTEN).
  *
  * Needs the pgbouncer binary (Debian: `apt-get install pgbouncer`). Without it the file is
  * skipped, unless USHER_TEST_REQUIRE_PGBOUNCER=1 (CI sets it) makes the absence a failure.
  */
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
@@ -63,7 +64,6 @@ describe.skipIf(!binary)('workers behind PgBouncer in transaction mode (T11)', (
 
   /** The one server connection's session state, read through PgBouncer. */
   async function sessionState(): Promise<{ prepared: string[]; listening: string[] }> {
-    const { default: pg } = await import('pg');
     const client = new pg.Client({ connectionString: bouncer.url });
     await client.connect();
     try {
