@@ -26,6 +26,12 @@ interface ActionCounts {
   oldest_waiting_seconds: number | null;
 }
 
+interface DatabaseHealth {
+  oldest_snapshot_seconds: number;
+  executions_dead_tuples: number;
+  xid_age: number;
+}
+
 interface WorkerRow {
   name: string;
   host: string;
@@ -87,6 +93,21 @@ export function createApiMetrics(pool: pg.Pool): ApiMetrics {
     labelNames: ['action_ref', 'status'], buckets: latencyBuckets, registers: [registry],
   });
 
+  // What keeps vacuum from cleaning the queue's table, and how close the database is to XID
+  // wraparound: alert on these (a transaction holding a snapshot for minutes, dead tuples that keep
+  // growing, an XID age past a few hundred million).
+  const oldestSnapshot = new client.Gauge({
+    name: 'usher_oldest_snapshot_seconds',
+    help: 'Age of the oldest transaction in this database that holds a snapshot (backend_xmin): while it is open, vacuum keeps every row version newer than it. Sessions of other roles count only if the API\'s role has pg_read_all_stats.',
+    registers: [registry],
+  });
+  const deadTuples = new client.Gauge({
+    name: 'usher_executions_dead_tuples', help: 'Dead row versions in usher.executions not yet vacuumed (pg_stat_user_tables.n_dead_tup).', registers: [registry],
+  });
+  const xidAge = new client.Gauge({
+    name: 'usher_database_xid_age', help: 'age(datfrozenxid) of this database: transactions until wraparound protection is 2^31 minus this.', registers: [registry],
+  });
+
   const scrapeSeconds = new client.Gauge({
     name: 'usher_scrape_database_seconds', help: 'Time the last scrape spent reading the database.', registers: [registry],
   });
@@ -95,7 +116,7 @@ export function createApiMetrics(pool: pg.Pool): ApiMetrics {
   // being reported.
   async function refresh(): Promise<void> {
     const started = process.hrtime.bigint();
-    const [actions, workers] = await Promise.all([readActionCounts(pool), readWorkers(pool)]);
+    const [actions, workers, health] = await Promise.all([readActionCounts(pool), readWorkers(pool), readDatabaseHealth(pool)]);
     for (const gauge of [executions, queueLength, activeSlots, maxConcurrent, oldestWaiting, heartbeatAge, workerRunning, workerConcurrency]) {
       gauge.reset();
     }
@@ -117,6 +138,9 @@ export function createApiMetrics(pool: pg.Pool): ApiMetrics {
       workerRunning.set(labels, worker.running);
       workerConcurrency.set(labels, worker.concurrency);
     }
+    oldestSnapshot.set(health.oldest_snapshot_seconds);
+    deadTuples.set(health.executions_dead_tuples);
+    xidAge.set(health.xid_age);
     scrapeSeconds.set(Number(process.hrtime.bigint() - started) / 1e9);
   }
 
@@ -167,4 +191,17 @@ async function readWorkers(pool: pg.Pool): Promise<WorkerRow[]> {
      order by w.id`,
   );
   return result.rows;
+}
+
+async function readDatabaseHealth(pool: pg.Pool): Promise<DatabaseHealth> {
+  const result = await pool.query<DatabaseHealth>(
+    `select
+       coalesce((select extract(epoch from max(clock_timestamp() - a.xact_start)) from pg_stat_activity a
+                 where a.datname = current_database() and a.backend_xmin is not null and a.pid <> pg_backend_pid()), 0)::float8
+         as oldest_snapshot_seconds,
+       coalesce((select t.n_dead_tup from pg_stat_user_tables t where t.relid = 'usher.executions'::regclass), 0)::float8
+         as executions_dead_tuples,
+       (select age(d.datfrozenxid) from pg_database d where d.datname = current_database())::float8 as xid_age`,
+  );
+  return result.rows[0]!;
 }
