@@ -9,6 +9,9 @@ import { FailureStreak, type Logger } from '../log.ts';
 import * as calls from '../queue/worker-calls.ts';
 import type { RunningExecution } from './runner.ts';
 
+/** Renewals on hints are at least this far apart: a cancel reaches its handler within about this. */
+const HINTED_RENEWAL_SPACING_MS = 100;
+
 export interface LeaseKeeperOptions {
   readonly databaseUrl: string;
   readonly name: string;
@@ -30,6 +33,12 @@ export class LeaseKeeper {
   private checkTimer: NodeJS.Timeout | undefined;
   private workerId = '';
   private readonly failures = new FailureStreak('heartbeat:failed', 'heartbeat:recovered');
+  /** A renewal asked for by a hint is on its way, or waiting for its turn. */
+  private hintedRenewal = false;
+  private renewAfterHinted = false;
+  private lastHintedAt = -Infinity;
+  private hintTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
 
   constructor(private readonly options: LeaseKeeperOptions, private log: Logger) {
     this.pool = createPool({
@@ -54,8 +63,10 @@ export class LeaseKeeper {
 
   /** No more renewals (before the worker records its stop, which a renewal would undo). */
   stopRenewing(): void {
+    this.stopped = true;
     clearInterval(this.renewTimer);
     clearInterval(this.checkTimer);
+    clearTimeout(this.hintTimer);
   }
 
   close(): Promise<void> {
@@ -65,9 +76,9 @@ export class LeaseKeeper {
   /** A cancel notification's ids (a hint: only a renewal's answer from the table decides to abort). */
   onCancelNotified(payload: string): void {
     const ids = payload.split(',');
-    const held = this.options.held();
-    if (payload === '' || ids.some((id) => held.some(({ claim }) => claim.id === id))) {
-      void this.renew();
+    const held = new Set(this.options.held().map(({ claim }) => claim.id));
+    if (payload === '' || ids.some((id) => held.has(id))) {
+      this.renewOnHint();
       return;
     }
     // Mostly other workers' executions: kept bounded, checked when claims are accepted.
@@ -77,12 +88,39 @@ export class LeaseKeeper {
 
   /** LISTEN (re)connected: a cancel notified while it was down is found by a renewal's answer. */
   onListenerConnected(): void {
-    void this.renew();
+    this.renewOnHint();
   }
 
   /** Claims just accepted: a cancel that arrived before their answer is looked up now. */
   onClaimsAccepted(ids: readonly string[]): void {
-    if (ids.filter((id) => this.cancelHints.delete(id)).length > 0) void this.renew();
+    if (ids.filter((id) => this.cancelHints.delete(id)).length > 0) this.renewOnHint();
+  }
+
+  /**
+   * A renewal asked for by a hint (a notification, a reconnect, claims just accepted): one on its
+   * way at a time and at most one every HINTED_RENEWAL_SPACING_MS, and all those asked for
+   * meanwhile become one more after it. Anyone who can connect can send notifications: a flood of
+   * them costs a few queries a second, not one each. The timer's renewals stay apart: they go out
+   * even while one hangs.
+   */
+  private renewOnHint(): void {
+    if (this.stopped) return;
+    if (this.hintedRenewal) {
+      this.renewAfterHinted = true;
+      return;
+    }
+    this.hintedRenewal = true;
+    const wait = Math.max(0, this.lastHintedAt + HINTED_RENEWAL_SPACING_MS - performance.now());
+    this.hintTimer = setTimeout(() => {
+      this.lastHintedAt = performance.now();
+      void this.renew().finally(() => {
+        this.hintedRenewal = false;
+        if (this.renewAfterHinted) {
+          this.renewAfterHinted = false;
+          this.renewOnHint();
+        }
+      });
+    }, wait);
   }
 
   /**
