@@ -5,15 +5,9 @@
  * checkpoint, so the restart replays the WAL as after a crash. The processes must reconnect by
  * themselves, lose nothing, run nothing twice, and take back by lease what was running.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startEmbedded, type EmbeddedDatabase } from '../../src/db/embedded.ts';
-import { migrate } from '../../src/db/migrator.ts';
-import { createLogger } from '../../src/log.ts';
+import { startOwnServer, type OwnServer } from '../support/own-server.ts';
 import { killAll, startExecutor, type UsherProcess } from '../support/processes.ts';
 import { events, usePolicy } from '../support/scenario.ts';
 import { waitFor } from '../support/wait.ts';
@@ -22,52 +16,14 @@ import { enqueueSpread, expectNoDuplicateRuns, expectSoundQueue, installAudit, r
 const COUNT = scale(600, 3000);
 const CRASHES = scale(2, 6);
 const LEASE_SECONDS = 3;
-const log = createLogger('silent', { component: 'test' });
 
-let dataDir: string;
-let port: number;
-let server: EmbeddedDatabase;
+let server: OwnServer;
 let pool: pg.Pool;
 let runs: RunLog;
 
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port: free } = probe.address() as { port: number };
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return free;
-}
-
-/**
- * Immediate shutdown of the postmaster and every backend, the server kept down for `outageMs`
- * (clients meet refused connections), then the same cluster started again; returns the ms it was down.
- */
-async function crashAndRestart(outageMs: number): Promise<number> {
-  const crashedAt = performance.now();
-  const pid = Number(readFileSync(join(server.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  process.kill(pid, 'SIGQUIT');
-  await waitFor(() => {
-    try {
-      process.kill(pid, 0);
-      return false;
-    } catch {
-      return true;
-    }
-  }, { what: `postmaster ${pid} gone`, timeoutMs: 20_000, intervalMs: 20 });
-  // The outage itself, not a wait for anything.
-  await new Promise((resolve) => setTimeout(resolve, outageMs));
-  server = await startEmbedded({ dataDir, port, database: 'usher' }, log);
-  return performance.now() - crashedAt;
-}
-
 beforeAll(async () => {
-  dataDir = mkdtempSync(join(tmpdir(), 'usher-crash-'));
-  port = await freePort();
-  server = await startEmbedded({ dataDir, port, database: 'usher' }, log);
-  pool = new pg.Pool({ connectionString: server.url, max: 4 });
-  // The pool's idle connections die with each crash; they are replaced on the next query.
-  pool.on('error', () => undefined);
-  await migrate(pool, log);
+  server = await startOwnServer('crash');
+  pool = server.pool;
   await installAudit(pool);
   await pool.query(`insert into usher.actions (ref, max_retries, retry_delay_seconds) values ('c.work', 3, 0.1)`);
   runs = runLog();
@@ -75,10 +31,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await killAll();
-  await pool?.end();
   await server?.stop();
-  rmSync(dataDir, { recursive: true, force: true });
-  if (server) rmSync(server.dataDir, { recursive: true, force: true });
   runs?.remove();
 });
 
@@ -106,7 +59,7 @@ async function crashUnderLoad(options: { count: number; crashes: number; outageM
   const downMs: number[] = [];
   for (let crash = 1; crash <= crashes; crash += 1) {
     await waitFor(async () => (await completed()) >= (count * crash) / (crashes + 1), { what: `${crash}/${crashes + 1} completed`, timeoutMs: 60_000 });
-    downMs.push(await crashAndRestart(outageMs));
+    downMs.push(await server.crashAndRestart(outageMs));
   }
   await waitFor(async () => (await query<{ n: number }>(
     `select count(*)::int as n from usher.executions where id between $1 and $2 and completed_at is null`, [range.first, range.last]))[0]!.n === 0,
