@@ -17,6 +17,9 @@ import { expressPath, parseInput, type ApiDeps, type Route } from './route.ts';
 import { allRoutes } from './routes/index.ts';
 import type { ApiServices } from './services.ts';
 
+/** What a 503 tells clients to wait before trying again: about a database reconnect's backoff. */
+const RETRY_AFTER_SECONDS = 2;
+
 export const apiPrefix = '/api/v1';
 
 export interface ApiOptions {
@@ -149,7 +152,9 @@ function errorHandler(log: Logger) {
     const message = apiError.code === 'internal_error'
       ? `internal error; the server log has the details under request_id ${requestId}`
       : apiError.message;
-    res.status(apiError.status).set(apiError.headers).json({
+    // A 503 is worth retrying: say when (RFC 9110 Retry-After, in seconds).
+    const headers = apiError.status === 503 ? { 'Retry-After': String(RETRY_AFTER_SECONDS), ...apiError.headers } : apiError.headers;
+    res.status(apiError.status).set(headers).json({
       error: { code: apiError.code, message, request_id: requestId, ...(apiError.details ? { details: apiError.details } : {}) },
     });
   };

@@ -88,7 +88,7 @@ describe('health and readiness', () => {
         const ready = await down.request('GET', '/ready', { token: null });
         expect([ready.status, ready.body.error.code, ready.body.error.message]).toEqual([503, 'database_unavailable', 'the database is unavailable']);
         const list = await down.request('GET', '/executions');
-        expect([list.status, list.body.error.code]).toEqual([503, 'database_unavailable']);
+        expect([list.status, list.body.error.code, list.headers.get('retry-after')]).toEqual([503, 'database_unavailable', '2']);
         expect(JSON.stringify(list.body)).not.toMatch(/ECONNREFUSED|127\.0\.0\.1:1/);
         expect((await down.request('GET', '/health', { token: null })).status).toBe(200);
       } finally {
