@@ -113,6 +113,8 @@ describe('the table from error to HTTP status', () => {
       [databaseError('22003'), 'invalid_request', 400, 'a value is out of range or malformed'],
       [databaseError('57014'), 'database_unavailable', 503, 'the database did not answer in time'],
       [databaseError('57P01'), 'database_unavailable', 503, 'the database is unavailable'],
+      [databaseError('25006'), 'database_unavailable', 503, 'the database is unavailable'],
+      [databaseError('53300'), 'database_unavailable', 503, 'the database is unavailable'],
       [databaseError('XX000'), 'internal_error', 500, 'internal error'],
       [new UsherError('unknown_action', 'usher.executions: unknown action \'x\''), 'unknown_action', 404, 'the action does not exist'],
       [new UsherError('action_disabled', 'raw'), 'action_disabled', 409, 'the action is disabled'],
