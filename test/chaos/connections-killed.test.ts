@@ -7,7 +7,7 @@ import { expect, it } from 'vitest';
 import { startExecutor } from '../support/processes.ts';
 import { events, usePolicy } from '../support/scenario.ts';
 import { waitFor } from '../support/wait.ts';
-import { enqueueSpread, expectNoDuplicateRuns, expectSoundQueue, scale, startChaosWorker, useChaosDatabase, waitAllEnded } from './support.ts';
+import { enqueueSpread, expectNoDuplicateRuns, expectSoundQueue, scale, startChaosWorker, terminateUsherBackends, useChaosDatabase, waitAllEnded } from './support.ts';
 
 const COUNT = scale(600, 3000);
 const ROUNDS = scale(3, 8);
@@ -15,13 +15,6 @@ const ROUNDS = scale(3, 8);
 const POLL_MS = 10_000;
 
 const chaos = useChaosDatabase(`insert into usher.actions (ref, max_retries, retry_delay_seconds) values ('c.work', 3, 0.1)`);
-
-async function terminateUsherBackends(): Promise<number> {
-  const { rows } = await chaos.t.pool.query<{ n: number }>(
-    `select count(*) filter (where pg_terminate_backend(pid))::int as n from pg_stat_activity
-     where datname = current_database() and application_name like 'usher-%'`);
-  return rows[0]!.n;
-}
 
 async function listeners(): Promise<string[]> {
   const { rows } = await chaos.t.pool.query<{ name: string }>(
@@ -47,7 +40,7 @@ it(`completes ${COUNT} executions exactly once while every Usher connection is k
   let terminated = 0;
   for (let round = 1; round <= ROUNDS; round += 1) {
     await waitFor(async () => (await completed()) >= (COUNT * round) / (ROUNDS + 1), { what: `${round}/${ROUNDS + 1} completed`, timeoutMs: 60_000 });
-    terminated += await terminateUsherBackends();
+    terminated += await terminateUsherBackends(chaos.t.pool);
   }
   const counts = await waitAllEnded(chaos.t.pool, range, 90_000);
   expect(counts).toEqual({ completed: COUNT });

@@ -9,21 +9,13 @@ import { expect, it } from 'vitest';
 import { startExecutor, type UsherProcess } from '../support/processes.ts';
 import { eventsWhenLogged, parseLine, usePolicy } from '../support/scenario.ts';
 import { waitFor } from '../support/wait.ts';
-import { enqueueSpread, expectNoDuplicateRuns, expectSoundQueue, scale, startChaosWorker, useChaosDatabase, waitAllEnded } from './support.ts';
+import { enqueueSpread, expectNoDuplicateRuns, expectSoundQueue, scale, startChaosWorker, terminateUsherBackends, useChaosDatabase, waitAllEnded } from './support.ts';
 
 const COUNT = scale(600, 3000);
 const READ_ONLY_MS = scale(6_000, 30_000);
 const LEASE_SECONDS = 3;
 
 const chaos = useChaosDatabase(`insert into usher.actions (ref, max_retries, retry_delay_seconds) values ('c.work', 3, 0.1)`);
-
-/** Cuts every Usher connection to the test database, as a failover does; returns how many. */
-async function cutUsherConnections(): Promise<number> {
-  const { rows } = await chaos.t.pool.query<{ n: number }>(
-    `select count(*) filter (where pg_terminate_backend(pid))::int as n from pg_stat_activity
-     where datname = current_database() and application_name like 'usher-%'`);
-  return rows[0]!.n;
-}
 
 /** Runs a statement in a read-write transaction, which a read-only default still allows. */
 async function asWritable(sql: string): Promise<void> {
@@ -70,7 +62,7 @@ it(`loses nothing and keeps every process up while the database is read-only for
 
   await asWritable(`alter database ${t.name} set default_transaction_read_only = on`);
   const readOnlyFrom = Date.now();
-  expect(await cutUsherConnections()).toBeGreaterThanOrEqual(3);
+  expect(await terminateUsherBackends(t.pool)).toBeGreaterThanOrEqual(3);
   // Back in read-only sessions: the processes' writes fail from here on.
   await waitFor(async () => (await t.pool.query(`select 1 from pg_stat_activity
     where datname = current_database() and application_name like 'usher-worker:%' and backend_start >= $1`, [new Date(readOnlyFrom)])).rowCount! > 0, { what: 'a worker reconnected to the read-only database', timeoutMs: 20_000 });
@@ -79,7 +71,7 @@ it(`loses nothing and keeps every process up while the database is read-only for
   expect(await completed()).toBe(completedWhileReadOnly);
   await asWritable(`alter database ${t.name} reset default_transaction_read_only`);
   const writableFrom = Date.now();
-  await cutUsherConnections();
+  await terminateUsherBackends(t.pool);
 
   expect(await waitAllEnded(t.pool, range, 120_000)).toEqual({ completed: COUNT });
   for (const proc of procs) expect(proc.child.exitCode, proc.lines.slice(-10).join('\n')).toBeNull();

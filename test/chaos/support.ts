@@ -58,6 +58,14 @@ export async function installAudit(pool: pg.Pool): Promise<void> {
       for each row execute function public.chaos_audit();`);
 }
 
+/** Cuts every Usher connection to the database (`pg_terminate_backend`), as a restart or a failover does; returns how many. */
+export async function terminateUsherBackends(pool: pg.Pool): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    `select count(*) filter (where pg_terminate_backend(pid))::int as n from pg_stat_activity
+     where datname = current_database() and application_name like 'usher-%'`);
+  return rows[0]!.n;
+}
+
 /** Inserts `count` executions in one statement, spread round-robin over `lanes` lanes (params.lane = 'l0'…). */
 export async function enqueueSpread(
   pool: pg.Pool,

@@ -3,7 +3,6 @@
  * A migrated template database is made once; each test file clones it (see database.ts).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -11,6 +10,7 @@ import type { TestProject } from 'vitest/node';
 import { startEmbedded } from '../../src/db/embedded.ts';
 import { migrate } from '../../src/db/migrator.ts';
 import { createLogger } from '../../src/log.ts';
+import { freePort } from './ports.ts';
 import { withDatabase } from './urls.ts';
 
 declare module 'vitest' {
@@ -20,16 +20,6 @@ declare module 'vitest' {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const log = createLogger(process.env.USHER_TEST_LOG_LEVEL ?? 'warn', { component: 'test-setup' });

@@ -4,24 +4,17 @@
  * The `usher` database on it is migrated.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { startEmbedded, type EmbeddedDatabase } from '../../src/db/embedded.ts';
 import { migrate } from '../../src/db/migrator.ts';
 import { createLogger } from '../../src/log.ts';
+import { freePort } from './ports.ts';
 import { waitFor } from './wait.ts';
 
 const log = createLogger('silent', { component: 'test' });
 
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
 
 export interface OwnServer {
   readonly url: string;
