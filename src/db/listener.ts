@@ -17,6 +17,8 @@ export interface ListenerOptions {
   readonly onConnected: () => void;
   /** How often the connection is checked with a query, to find half-open sockets. */
   readonly pingIntervalMs?: number;
+  /** A ping unanswered this long means the socket is half-open: the connection is dropped and made again. */
+  readonly pingTimeoutMs?: number;
 }
 
 export class Listener {
@@ -104,14 +106,25 @@ export class Listener {
     this.log.debug({ event: 'listener:connected', channels: this.options.channels }, 'listening');
     this.options.onConnected();
 
+    // A peer gone without FIN or RST (a dropped NAT entry, a failover behind a proxy) leaves the
+    // socket open and silent: LISTEN would hear nothing, and a query on it would wait for ever.
+    const pingTimeoutMs = this.options.pingTimeoutMs ?? 5_000;
+    let pingDeadline: NodeJS.Timeout | undefined;
     const ping = setInterval(() => {
-      client.query('select 1').catch(() => {
+      if (pingDeadline) return;
+      pingDeadline = setTimeout(() => {
+        this.log.warn({ event: 'listener:ping_timeout', timeout_ms: pingTimeoutMs }, 'LISTEN connection did not answer a ping');
         markClosed();
-      });
+      }, pingTimeoutMs);
+      client.query('select 1').then(() => {
+        clearTimeout(pingDeadline);
+        pingDeadline = undefined;
+      }, () => markClosed());
     }, this.options.pingIntervalMs ?? 15_000);
     return {
       closed: closed.finally(() => {
         clearInterval(ping);
+        clearTimeout(pingDeadline);
         client.end().catch(() => undefined);
         if (this.client === client) this.client = undefined;
       }),

@@ -9,7 +9,7 @@ import { afterAll, beforeAll } from 'vitest';
 
 export class FaultProxy {
   private readonly server: net.Server;
-  private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket; startup: string }>();
+  private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket; startup: string; silent: boolean }>();
   private refusePattern: RegExp | undefined;
   private refuseAs: 'closed' | 'too_many_clients' = 'closed';
   delayMs = 0;
@@ -43,6 +43,21 @@ export class FaultProxy {
     return cut;
   }
 
+  /**
+   * Open connections whose application_name matches go silent: bytes are dropped both ways and
+   * nothing is closed, as when the peer vanished without FIN or RST. New connections pass.
+   */
+  silence(pattern: RegExp): number {
+    let silenced = 0;
+    for (const pair of this.pairs) {
+      if (pattern.test(pair.startup)) {
+        pair.silent = true;
+        silenced += 1;
+      }
+    }
+    return silenced;
+  }
+
   allowAll(): void {
     this.refusePattern = undefined;
   }
@@ -72,9 +87,10 @@ export class FaultProxy {
       this.accepted.set(startup, (this.accepted.get(startup) ?? 0) + 1);
       const upstream = net.connect(this.targetPort, this.targetHost);
       upstream.on('error', () => undefined);
-      const pair = { client, upstream, startup };
+      const pair = { client, upstream, startup, silent: false };
       this.pairs.add(pair);
       const forward = (to: net.Socket) => (chunk: Buffer) => {
+        if (pair.silent) return;
         // Equal delays fire in the order they were set, so the byte stream keeps its order.
         if (this.delayMs > 0) setTimeout(() => to.write(chunk), this.delayMs);
         else to.write(chunk);

@@ -1,0 +1,58 @@
+/**
+ * Scenario 22 (RELIABILITY T06): a half-open LISTEN connection. A proxy makes the LISTEN
+ * connections of the executor and the worker go silent, with no FIN and no RST, as when a NAT
+ * entry is dropped or a peer vanishes: nothing tells the processes. Their pings must find out,
+ * within the ping interval (15 s) plus its timeout (5 s), and LISTEN again, so wake-ups are
+ * prompt again instead of waiting for the poll.
+ */
+import { expect, it } from 'vitest';
+import { startExecutor } from '../support/processes.ts';
+import { events, usePolicy } from '../support/scenario.ts';
+import { waitFor } from '../support/wait.ts';
+import { proxiedUrl, useFaultProxy } from './fault-proxy.ts';
+import { enqueueSpread, expectSoundQueue, startChaosWorker, useChaosDatabase, waitAllEnded } from './support.ts';
+
+const POLL_MS = 60_000;
+const DETECT_WITHIN_MS = 15_000 + 5_000;
+const LISTEN = /-listen:/;
+
+const chaos = useChaosDatabase(`insert into usher.actions (ref) values ('c.work')`);
+const faults = useFaultProxy(() => chaos.t.url);
+
+/** Until two LISTEN sessions of this database sit idle, their LISTENs done (a silenced one still counts). */
+function listenersIdle(): Promise<unknown> {
+  return waitFor(async () => (await chaos.t.pool.query(
+    `select count(*)::int as n from pg_stat_activity
+     where datname = current_database() and application_name like 'usher-%-listen:%' and state = 'idle' and query ilike 'listen%'`,
+  )).rows[0].n >= 2, { what: 'two LISTEN connections idle' });
+}
+
+it('finds a silent LISTEN connection by its ping, LISTENs again, and wakes on NOTIFY again', { timeout: 90_000 }, async () => {
+  await usePolicy(chaos.t.pool, 'c.work', 'chaos-half-open', 1);
+  const url = proxiedUrl(chaos.t.url, await faults.proxy.listen());
+  // Polls so long that only a NOTIFY can start anything within the test.
+  const env = { USHER_POLL_INTERVAL_MS: String(POLL_MS), USHER_SWEEP_INTERVAL_MS: '200' };
+  const executor = await startExecutor(url, env);
+  const worker = await startChaosWorker(url, { concurrency: 2, name: 'half-open', env });
+  await waitFor(() => faults.proxy.acceptedMatching(LISTEN) === 2, { what: 'both LISTEN connections through the proxy' });
+  // Both done connecting and listening: one silenced halfway through its handshake would fail to connect instead.
+  await listenersIdle();
+
+  const silencedAt = Date.now();
+  expect(faults.proxy.silence(LISTEN)).toBe(2);
+  const timeouts = await waitFor(() => {
+    const found = [executor, worker].map((proc) => events(proc, 'listener:ping_timeout')[0]);
+    return found.every(Boolean) && found;
+  }, { what: 'both processes to find their LISTEN connection silent', timeoutMs: DETECT_WITHIN_MS + 10_000, intervalMs: 100 });
+  for (const line of timeouts) expect(Date.parse(String(line!.ts)) - silencedAt).toBeLessThanOrEqual(DETECT_WITHIN_MS + 3000);
+  await waitFor(() => faults.proxy.acceptedMatching(LISTEN) === 4, { what: 'both LISTEN connections made again', timeoutMs: 20_000 });
+  await listenersIdle();
+
+  // Admitted by the executor and claimed by the worker on NOTIFY: a minute's poll would come too late.
+  const range = await enqueueSpread(chaos.t.pool, 'c.work', 3, { prefix: 'after', ms: 5 });
+  expect(await waitAllEnded(chaos.t.pool, range, 10_000)).toEqual({ completed: 3 });
+  expect(worker.child.exitCode).toBeNull();
+  expect(executor.child.exitCode).toBeNull();
+  await expectSoundQueue(chaos.t.pool, range);
+  console.info(`half-open LISTEN found after ${timeouts.map((line) => Date.parse(String(line!.ts)) - silencedAt).join(' and ')} ms (executor, worker)`);
+});
