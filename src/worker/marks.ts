@@ -1,6 +1,7 @@
 /**
  * Writing a handler's outcome: which SQL function each outcome is, and retrying a mark that met a
- * transient database failure. Completions go in batches (completions.ts); everything else one at a time.
+ * transient database failure, and logging what came of it. Completions go in batches (completions.ts);
+ * everything else one at a time.
  */
 import { backoffMs, delay } from '../backoff.ts';
 import type { Queryable } from '../db/pool.ts';
@@ -8,7 +9,8 @@ import { isTransientDatabaseError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { ClaimedExecution, MarkResult } from '../queue/types.ts';
 import * as calls from '../queue/worker-calls.ts';
-import type { Outcome } from './runner.ts';
+import type { Completion } from '../queue/worker-calls.ts';
+import { failureFromReason, type Outcome, type RunningExecution } from './runner.ts';
 
 export function markOutcome(db: Queryable, claim: ClaimedExecution, outcome: Outcome): Promise<MarkResult> {
   switch (outcome.kind) {
@@ -59,4 +61,49 @@ export async function markWithRetry(
       await delay(Math.min(backoffMs(attempt), left));
     }
   }
+}
+
+export interface OutcomeReport {
+  readonly db: Queryable;
+  readonly leaseSeconds: number;
+  /** Whether info lines are logged at all: if not, a completed execution makes no child logger. */
+  readonly logsInfo: boolean;
+  /** Sends a completion in the worker's next batch; undefined when it must go alone (the worker is stopping). */
+  readonly batchCompletion: (completion: Completion) => Promise<MarkResult> | undefined;
+}
+
+/** Marks an execution's outcome and logs it; true when the mark also claimed for the slot it frees (batched completions). */
+export async function reportOutcome(report: OutcomeReport, running: RunningExecution, outcome: Outcome, log: () => Logger): Promise<boolean> {
+  const { claim } = running;
+  if (outcome.kind === 'aborted' && outcome.cause === 'lease_lost') {
+    log().warn({ event: 'execution:lease_lost' }, 'lease lost; the outcome is not reported');
+    return false;
+  }
+  let claimed = false;
+  const leaseHeldUntil = () => running.leaseRenewalSentAt + report.leaseSeconds * 1000;
+  let status = await markWithRetry(leaseHeldUntil, async () => {
+    const batched = outcome.kind === 'completed' ? report.batchCompletion({ claim, resultJson: outcome.resultJson }) : undefined;
+    if (!batched) return markOutcome(report.db, claim, outcome);
+    const answer = await batched;
+    claimed = true;
+    return answer;
+  }, log);
+  if (status === 'unstorable') {
+    const failed = failureFromReason('the result could not be stored in Postgres (jsonb rejected it)');
+    status = await markWithRetry(leaseHeldUntil, () => markOutcome(report.db, claim, failed), log);
+  }
+  // Logged where it was decided; the executor takes the execution back when its lease runs out.
+  if (status === 'lease_expired') return claimed;
+  if (status === null || status === 'unstorable') {
+    log().warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
+  } else if (!report.logsInfo) {
+    // Nothing more to log at this level, and no child logger to make for it.
+  } else if (outcome.kind === 'postponed') {
+    log().info({ event: 'execution:postponed', until: outcome.until.toISOString(), reason: outcome.reason }, 'lane paused; execution back at its head');
+  } else if (status === 'requested' || status === 'delayed') {
+    log().info({ event: 'execution:retrying', outcome: outcome.kind }, 'attempt ended; retrying after backoff');
+  } else {
+    log().info({ event: `execution:${status}` }, `execution ${status}`);
+  }
+  return claimed;
 }

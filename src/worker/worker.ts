@@ -15,10 +15,10 @@ import * as calls from '../queue/worker-calls.ts';
 import type { Completion } from '../queue/worker-calls.ts';
 import { Wakeup } from '../wakeup.ts';
 import { CompletionBatcher } from './completions.ts';
-import { markOutcome, markWithRetry } from './marks.ts';
+import { reportOutcome } from './marks.ts';
 import type { LoadedAction } from './packs.ts';
 import { LeaseKeeper } from './leases.ts';
-import { failureFromReason, RunningExecution, runHandler, type Outcome } from './runner.ts';
+import { RunningExecution, runHandler, type Outcome } from './runner.ts';
 
 export interface WorkerOptions {
   readonly databaseUrl: string;
@@ -256,7 +256,13 @@ export class Worker {
         this.handlersRunning -= 1;
         if (runs && this.log.isLevelEnabled('debug')) log().debug({ event: 'execution:returned', outcome: ended.kind }, 'handler settled');
         this.startWaitingSoon();
-        claimedInMark = await this.report(running, ended, log);
+        claimedInMark = await reportOutcome({
+          db: this.db,
+          leaseSeconds: this.options.leaseSeconds,
+          logsInfo: this.log.isLevelEnabled('info'),
+          // Completions go in the next batch, which claims for the slots they free; alone once stopping.
+          batchCompletion: (completion) => (this.stopping.signal.aborted || this.fatal ? undefined : this.completions.complete(completion)),
+        }, running, ended, log);
       })
       .catch((error: unknown) => this.die(error, claim, log()))
       .finally(() => {
@@ -271,41 +277,6 @@ export class Worker {
         }
       });
     this.inFlight.add(task);
-  }
-
-  /** Marks the outcome; true when the mark also claimed for the slot it frees (completions only). */
-  private async report(running: RunningExecution, outcome: Outcome, log: () => Logger): Promise<boolean> {
-    const { claim } = running;
-    if (outcome.kind === 'aborted' && outcome.cause === 'lease_lost') {
-      log().warn({ event: 'execution:lease_lost' }, 'lease lost; the outcome is not reported');
-      return false;
-    }
-    let claimed = false;
-    const leaseHeldUntil = () => running.leaseRenewalSentAt + this.options.leaseSeconds * 1000;
-    let status = await markWithRetry(leaseHeldUntil, async () => {
-      if (outcome.kind !== 'completed' || this.stopping.signal.aborted || this.fatal) return markOutcome(this.db, claim, outcome);
-      const answer = await this.completions.complete({ claim, resultJson: outcome.resultJson });
-      claimed = true;
-      return answer;
-    }, log);
-    if (status === 'unstorable') {
-      const failed = failureFromReason('the result could not be stored in Postgres (jsonb rejected it)');
-      status = await markWithRetry(leaseHeldUntil, () => markOutcome(this.db, claim, failed), log);
-    }
-    // Logged where it was decided; the executor takes the execution back when its lease runs out.
-    if (status === 'lease_expired') return claimed;
-    if (status === null || status === 'unstorable') {
-      log().warn({ event: 'execution:mark_fenced', outcome: outcome.kind }, 'mark refused: the lease is no longer held');
-    } else if (!this.log.isLevelEnabled('info')) {
-      // Nothing more to log at this level, and no child logger to make for it.
-    } else if (outcome.kind === 'postponed') {
-      log().info({ event: 'execution:postponed', until: outcome.until.toISOString(), reason: outcome.reason }, 'lane paused; execution back at its head');
-    } else if (status === 'requested' || status === 'delayed') {
-      log().info({ event: 'execution:retrying', outcome: outcome.kind }, 'attempt ended; retrying after backoff');
-    } else {
-      log().info({ event: `execution:${status}` }, `execution ${status}`);
-    }
-    return claimed;
   }
 
   /** One batch of completions, claiming for the slots they free and any prefetch room (nothing once stopping). */
