@@ -42,26 +42,57 @@ set plan_cache_mode = force_generic_plan
 set jit = off
 set enable_seqscan = off
 as $$
+declare
+  v_ids bigint[];
+  v_tokens uuid[];
+  v_statuses text[];
+  v_expiries timestamptz[];
 begin
   update usher.workers w
   set heartbeat_at = now(),
     status = 'active'
   where w.id = p_worker_id;
 
-  return query
-  update usher.executions e
-  set lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
-  from unnest(p_execution_ids, p_lease_tokens) as h (id, lease_token)
   -- A lease token is set exactly while running or canceling (executions_lease_iff_running); a
   -- status condition here would let a generic plan walk every running execution.
-  where e.id = h.id
-    and e.lease_token = h.lease_token
-  returning e.id, e.lease_token, e.status, e.lease_expires_at;
+  --
+  -- A row locked right now is being ended by a mark of this worker (a batch of completions locks
+  -- its rows in its own order, a heartbeat in another: waiting for each other's rows deadlocked)
+  -- or by a sweep. It is left alone and returned with a null lease_expires_at (not renewed) when
+  -- its token still matches: the next heartbeat renews it if it is still running, or finds it gone.
+  -- The rows locked are updated by their ctid (they cannot move while locked): one probe of the
+  -- primary key per lease, as a plain update.
+  with locked as (
+    select x.ctid
+    from usher.executions x
+    join unnest(p_execution_ids, p_lease_tokens) as h (id, lease_token)
+      on x.id = h.id and x.lease_token = h.lease_token
+    for update of x skip locked
+  ),
+  renewed as (
+    update usher.executions e
+    set lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds)
+    where e.ctid = any (array(select l.ctid from locked l))
+    returning e.id, e.lease_token, e.status, e.lease_expires_at
+  )
+  select array_agg(r.id), array_agg(r.lease_token), array_agg(r.status), array_agg(r.lease_expires_at)
+  into v_ids, v_tokens, v_statuses, v_expiries
+  from renewed r;
+  return query select * from unnest(v_ids, v_tokens, v_statuses, v_expiries);
+  -- Only when some lease was not renewed (lost, or its row locked) are the rest read again.
+  if coalesce(cardinality(v_ids), 0) < coalesce(cardinality(p_execution_ids), 0) then
+    return query
+    select e.id, e.lease_token, e.status, null::timestamptz
+    from usher.executions e
+    join unnest(p_execution_ids, p_lease_tokens) as h (id, lease_token)
+      on e.id = h.id and e.lease_token = h.lease_token
+    where e.id <> all (coalesce(v_ids, '{}'));
+  end if;
 end
 $$;
 
 comment on function usher.heartbeat_worker(bigint, bigint[], uuid[], integer) is
-  'Marks a worker alive and renews the leases it still holds. Returns those leases with their status; a lease missing from the answer is lost, and canceling means abort the handler.';
+  'Marks a worker alive and renews the leases it still holds. Returns those leases with their status; a lease missing from the answer is lost, and canceling means abort the handler. A lease whose row another transaction holds locked at that instant (its own mark, a sweep) is not waited for: it is returned with a null lease_expires_at, not renewed.';
 
 create or replace function usher.stop_worker(p_worker_id bigint)
 returns void

@@ -19,23 +19,54 @@ $$;
 comment on function usher.pause_action(text, text) is
   'Stops admission of an action''s executions: waiting ones stay in order, running ones finish.';
 
+-- Executions that could not be admitted while paused start their waiting time (the clock of a
+-- policy's queue_timeout_seconds) again at the resume. Lock order as everywhere: lanes in key order,
+-- then their executions; rewriting waiting rows without the lanes could deadlock with an
+-- admission that holds a lane and updates its heads in queue order.
+create or replace function usher.restart_waiting_time(p_action_refs text[])
+returns void
+language plpgsql
+as $$
+begin
+  perform usher.lock_lane(k.lane_key)
+  from (
+    select distinct e.lane_key
+    from usher.executions e
+    where e.action_ref = any (p_action_refs) and e.status = 'requested'
+    order by e.lane_key
+  ) k;
+  update usher.executions e
+  set queued_at = now()
+  where e.action_ref = any (p_action_refs) and e.status = 'requested';
+end
+$$;
+
+comment on function usher.restart_waiting_time(text[]) is
+  'Sets queued_at to now for the waiting executions of these actions (after a pause), locking their lanes first.';
+
 create or replace function usher.resume_action(p_action_ref text)
 returns boolean
 language plpgsql
 as $$
+declare
+  v_paused boolean;
 begin
-  update usher.actions set paused_at = null, pause_reason = null where ref = p_action_ref;
+  select a.paused_at is not null into v_paused from usher.actions a where a.ref = p_action_ref for update;
   if not found then
     raise exception 'usher.resume_action: unknown action %', quote_nullable(p_action_ref) using errcode = 'no_data_found';
   end if;
-  -- They could not be admitted while paused: their waiting time starts again now.
-  update usher.executions set queued_at = now() where action_ref = p_action_ref and status = 'requested';
+  -- Resuming an action that is not paused changes nothing: its waiting executions keep their time.
+  if not v_paused then
+    return true;
+  end if;
+  update usher.actions set paused_at = null, pause_reason = null where ref = p_action_ref;
+  perform usher.restart_waiting_time(array[p_action_ref]);
   perform pg_notify('usher.execution_requested', '');
   return true;
 end
 $$;
 
-comment on function usher.resume_action(text) is 'Resumes admission of a paused action, in FIFO order.';
+comment on function usher.resume_action(text) is 'Resumes admission of a paused action, in FIFO order (no change if it was not paused).';
 
 create or replace function usher.pause_pack(p_pack_ref text, p_reason text default null)
 returns boolean
@@ -57,9 +88,7 @@ begin
   if not found then
     return false;
   end if;
-  -- They could not be admitted while paused: their waiting time starts again now.
-  update usher.executions set queued_at = now()
-  where split_part(action_ref, '.', 1) = p_pack_ref and status = 'requested';
+  perform usher.restart_waiting_time(array(select a.ref from usher.actions a where split_part(a.ref, '.', 1) = p_pack_ref));
   perform pg_notify('usher.execution_requested', '');
   return true;
 end

@@ -16,7 +16,15 @@ begin
     return;
   end if;
 
-  -- Waiting or delayed: holds no slot, so no lane lock is needed.
+  -- Lock order as everywhere: the lane, then the row, even for a waiting execution that holds no
+  -- slot. An update that finds its row changed by another transaction keeps that row locked even
+  -- when the row no longer matches: a cancel that took the row first (it was just admitted) and the
+  -- lane second deadlocked with a second cancel of the same execution holding the lane.
+  if v_lane_key is not null then
+    perform usher.lock_lane(v_lane_key);
+  end if;
+
+  -- Waiting or delayed: holds no slot.
   update usher.executions e
   set status = 'cancelled', result = v_result, completed_at = v_now, updated_at = v_now
   where e.id = p_id and e.status in ('requested', 'delayed')
@@ -25,10 +33,6 @@ begin
     perform usher.notify_completed(array[p_id]);
     return query select p_id, v_status, true;
     return;
-  end if;
-
-  if v_lane_key is not null then
-    perform usher.lock_lane(v_lane_key);
   end if;
 
   -- Admitted but not claimed: ends now and gives its slot to the next in line.

@@ -60,13 +60,13 @@ export async function msUntilNextWakeup(db: Queryable): Promise<number | null> {
   return result.rows[0]?.ms ?? null;
 }
 
-/** Retention: deletes one batch of executions that ended more than `olderThanSeconds` ago. */
 /** Rows of workers that stopped or were lost more than `olderThanSeconds` ago. */
 export async function deleteDepartedWorkers(db: Queryable, olderThanSeconds: number): Promise<number> {
   const result = await db.query<{ n: number }>('select usher.delete_departed_workers(make_interval(secs => $1)) as n', [olderThanSeconds]);
   return result.rows[0]?.n ?? 0;
 }
 
+/** Retention: deletes one batch of executions that ended more than `olderThanSeconds` ago. */
 export async function deleteFinishedExecutions(db: Queryable, olderThanSeconds: number, batchSize: number): Promise<number> {
   const result = await db.query<{ n: number }>(
     'select usher.delete_finished_executions(make_interval(secs => $1), $2) as n', [olderThanSeconds, batchSize]);

@@ -40,6 +40,8 @@ export interface HeldLease {
   execution_id: string;
   lease_token: string;
   status: 'running' | 'canceling';
+  /** False when another transaction (the worker's own mark, a sweep) held the row: held, but not renewed this time. */
+  renewed: boolean;
 }
 
 /** Renews the given leases; the answer lists those still held. */
@@ -50,7 +52,8 @@ export async function heartbeatWorker(
   leaseSeconds: number,
 ): Promise<HeldLease[]> {
   const result = await db.query<HeldLease>(prepared('heartbeat_worker',
-    'select execution_id, lease_token, status from usher.heartbeat_worker($1, $2::bigint[], $3::uuid[], $4)',
+    `select execution_id, lease_token, status, lease_expires_at is not null as renewed
+     from usher.heartbeat_worker($1, $2::bigint[], $3::uuid[], $4)`,
     [workerId, leases.map((lease) => lease.id), leases.map((lease) => lease.lease_token), leaseSeconds],
   ));
   return result.rows;

@@ -144,17 +144,18 @@ export class LeaseKeeper {
     const sentAt = performance.now();
     try {
       const held = await calls.heartbeatWorker(this.db, this.workerId, asked.map(({ claim }) => claim), this.options.leaseSeconds);
-      const byToken = new Map(held.map((lease) => [lease.lease_token, lease.status]));
+      const byToken = new Map(held.map((lease) => [lease.lease_token, lease]));
       // Executions claimed after this heartbeat was sent are not in its answer.
       for (const execution of asked) {
-        const status = byToken.get(execution.claim.lease_token);
-        if (status === undefined) {
+        const lease = byToken.get(execution.claim.lease_token);
+        if (lease === undefined) {
           execution.abort('lease_lost');
           continue;
         }
-        // Answers of overlapping heartbeats can arrive out of order: keep the newest renewal.
-        execution.leaseRenewalSentAt = Math.max(execution.leaseRenewalSentAt, sentAt);
-        if (status === 'canceling') execution.abort('cancel');
+        // Answers of overlapping heartbeats can arrive out of order: keep the newest renewal. A
+        // lease held but not renewed (its row was locked by a mark) runs on from the last one.
+        if (lease.renewed) execution.leaseRenewalSentAt = Math.max(execution.leaseRenewalSentAt, sentAt);
+        if (lease.status === 'canceling') execution.abort('cancel');
       }
       this.options.settleAborted();
       this.failures.succeeded(this.log, 'heartbeats answered again');
