@@ -67,7 +67,7 @@ begin
     from usher.executions x
     join unnest(p_execution_ids, p_lease_tokens) as h (id, lease_token)
       on x.id = h.id and x.lease_token = h.lease_token
-    for update of x skip locked
+    for no key update of x skip locked
   ),
   renewed as (
     update usher.executions e

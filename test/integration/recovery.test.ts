@@ -351,3 +351,37 @@ describe('a worker cut off from the database', () => {
     }
   });
 });
+
+describe('a worker whose execution row another session keeps locked', () => {
+  it('counts its lease from the last renewal that took, stops the handler in time, and runs the next once the lock is gone', async () => {
+    await usePolicy(t.pool, 't.work', 'recovery-locked-row', 1);
+    await startExecutor(t.url, shortLease);
+    const worker = await startWorker(t.url, { concurrency: 1, name: 'locked-out', env: shortLease });
+    const [x, y] = await enqueue('t.work', [{ lane: 'locked', n: 'x', ms: 60_000 }, { lane: 'locked', n: 'y', ms: 10 }]);
+    await waitFor(async () => (await q(`select status from usher.executions where id = $1`, [x!.id]))[0]!.status === 'running',
+      { what: 'x to run' });
+
+    // Heartbeats answer x as held but not renewed while the row is locked; the worker must not
+    // take such an answer for a renewal, or its handler would run on past the database's lease.
+    const locker = await t.connect();
+    await locker.query('begin');
+    await locker.query('select 1 from usher.executions where id = $1 for update', [x!.id]);
+    const lockedAt = Date.now();
+    try {
+      const lost = (await waitFor(() => events(worker, 'execution:lease_lost').find((line) => line.execution_id === x!.id),
+        { what: 'the worker to give up x', timeoutMs: 15_000 }))!;
+      expect(Date.parse(String(lost.ts)) - lockedAt).toBeLessThan(LEASE_SECONDS * 1000 + 1500);
+      expect(events(worker, 'heartbeat:failed')).toEqual([]);
+    } finally {
+      await locker.query('commit');
+    }
+
+    await waitFor(async () => (await q(`select status from usher.executions where id = $1`, [y!.id]))[0]!.status === 'completed',
+      { what: 'y to complete on the same worker' });
+    expect(await q('select id, status, attempt from usher.executions where id = any($1) order by id', [[x!.id, y!.id]])).toEqual([
+      { id: x!.id, status: 'abandoned', attempt: 1 },
+      { id: y!.id, status: 'completed', attempt: 1 },
+    ]);
+    expect(await q('select * from usher.check_invariants()')).toEqual([]);
+  });
+});
