@@ -1,8 +1,8 @@
 /**
  * RELIABILITY T23: a model-based hunt for deadlocks and broken invariants. fast-check draws a
  * program of queue operations (enqueue, admission passes, claims, batched and single marks,
- * heartbeats, hand-backs, postpones, cancels, lease sweeps, operator retries, lane and action
- * pauses, unblocks, threshold changes, pruning) and eight connections run their shares of it at
+ * heartbeats, hand-backs, postpones, cancels, lease sweeps, operator retries, lane, action and pack
+ * pauses, unblocks, threshold changes, policies turned off and on, pruning) and eight connections run their shares of it at
  * once, each through the same call the product makes. Every lane commit is audited (see
  * `installAudit`); afterwards the queue is drained and checked against what the calls answered.
  *
@@ -37,9 +37,9 @@ const chaos = useChaosDatabase(`
     values ('hunt-rate', 'h.rate', 3, '{lane}', 'skip', 20, 1);`);
 
 const OPS = {
-  enqueue: 6, admit: 4, claim: 5, completeAndClaim: 4, complete: 3, fail: 2, heartbeat: 2, handBack: 1, postpone: 1,
-  cancel: 2, expire: 2, retry: 1, pauseLane: 1, resumeLane: 1, pauseAction: 1, resumeAction: 1, unblock: 1,
-  threshold: 1, prune: 1, sweeps: 1,
+  enqueue: 6, admit: 4, claim: 5, completeAndClaim: 4, complete: 3, fail: 2, timeOut: 1, heartbeat: 2, handBack: 1,
+  postpone: 1, cancel: 2, expire: 2, retry: 1, pauseLane: 1, resumeLane: 1, pauseAction: 1, resumeAction: 1,
+  pausePack: 1, resumePack: 1, unblock: 1, threshold: 1, togglePolicy: 1, prune: 1, sweeps: 1,
 } as const;
 type Op = keyof typeof OPS;
 
@@ -109,8 +109,17 @@ function heldPicks(run: Run, cmd: Command): ClaimedExecution[] {
 
 /** A mark's answer: the lease is gone either way once it answered (a status, or null when lost). */
 function marked(run: Run, claim: ClaimedExecution, status: string | null): void {
-  run.held.delete(claim.id);
+  // The execution may have been claimed again (a later attempt) since this lease was picked.
+  if (run.held.get(claim.id)?.claim.lease_token === claim.lease_token) run.held.delete(claim.id);
   if (status === 'completed') run.completed.push(`${claim.id}/${claim.attempt}`);
+}
+
+const PRODUCERS_TURN = 23;
+
+/** `usher.release_due_delayed`, in turn with the producers (see enqueue). */
+async function releaseDueDelayedInTurn(db: pg.Client): Promise<void> {
+  await db.query(`begin; select pg_advisory_xact_lock(${PRODUCERS_TURN})`);
+  await executor.releaseDueDelayed(db).finally(() => db.query('commit'));
 }
 
 const LANE_AT = `(select lane_key from usher.lanes order by lane_key offset $1 limit 1)`;
@@ -122,8 +131,9 @@ async function perform(db: pg.Client, run: Run, cmd: Command): Promise<void> {
       const action = ACTIONS[cmd.pick % ACTIONS.length]!;
       // FIFO is the order of ids among committed rows: two producers whose transactions overlap may
       // commit in the other order, and the later id is then rightly admitted first. The hunt's
-      // producers take turns, so its order check can be exact.
-      await db.query('begin; select pg_advisory_xact_lock(23)');
+      // producers take turns (with the release of delayed starts, which take their place in a lane
+      // from the same sequence), so its order check can be exact.
+      await db.query(`begin; select pg_advisory_xact_lock(${PRODUCERS_TURN})`);
       const { rows } = await db.query<{ id: string }>(
         `insert into usher.executions (action_ref, params, run_at)
          select $1, jsonb_build_object('lane', $2::text), case when $4 then clock_timestamp() + interval '50 ms' end
@@ -148,12 +158,14 @@ async function perform(db: pg.Client, run: Run, cmd: Command): Promise<void> {
     }
     case 'complete':
     case 'fail':
+    case 'timeOut':
     case 'handBack':
     case 'postpone': {
       const claim = heldPicks(run, cmd)[0];
       if (!claim) return;
       const status = cmd.op === 'complete' ? await calls.completeExecution(db, claim, '{}')
         : cmd.op === 'fail' ? await calls.failExecution(db, claim, 'hunt', null, cmd.flag)
+        : cmd.op === 'timeOut' ? await calls.timeOutExecution(db, claim, 'hunt')
         : cmd.op === 'handBack' ? await calls.handBackExecution(db, claim)
         : await calls.postponeExecution(db, claim, new Date(Date.now() + 100), 'hunt');
       marked(run, claim, status);
@@ -198,6 +210,16 @@ async function perform(db: pg.Client, run: Run, cmd: Command): Promise<void> {
     case 'resumeAction':
       await db.query('select usher.resume_action($1)', [ACTIONS[cmd.pick % ACTIONS.length]]);
       return;
+    case 'pausePack':
+      await db.query(`select usher.pause_pack('h', 'hunt')`);
+      return;
+    case 'resumePack':
+      await db.query(`select usher.resume_pack('h')`);
+      return;
+    case 'togglePolicy':
+      // A disabled policy's lanes drain without a limit; its action's new executions need no slot.
+      await db.query('update usher.policies set enabled = not enabled where ref = $1', [Object.keys(THRESHOLDS)[cmd.pick % 3]]);
+      return;
     case 'threshold': {
       const ref = Object.keys(THRESHOLDS)[cmd.pick % 3]!;
       await db.query('update usher.policies set threshold = $2 where ref = $1', [ref, cmd.pick % 4]);
@@ -208,7 +230,7 @@ async function perform(db: pg.Client, run: Run, cmd: Command): Promise<void> {
       await executor.deleteIdleLanes(db, 0);
       return;
     case 'sweeps':
-      await executor.releaseDueDelayed(db);
+      await releaseDueDelayedInTurn(db);
       await executor.cancelOverdueWaiting(db);
       await db.query('select usher.sequence_execution_events(100)');
       return;
@@ -231,14 +253,15 @@ async function runThread(db: pg.Client, run: Run, commands: Command[]): Promise<
 async function drain(run: Run): Promise<void> {
   const pool = chaos.t.pool;
   await pool.query(`select usher.resume_action(ref) from usher.actions where ref = any($1)`, [ACTIONS]);
+  await pool.query(`select usher.resume_pack('h')`);
   await pool.query(`select usher.resume_lane(lane_key) from usher.lanes where paused_until is not null`);
   for (const [ref, threshold] of Object.entries(THRESHOLDS)) {
-    await pool.query('update usher.policies set threshold = $2 where ref = $1', [ref, threshold]);
+    await pool.query('update usher.policies set threshold = $2, enabled = true where ref = $1', [ref, threshold]);
   }
   await waitFor(async () => {
     for (const { claim } of [...run.held.values()]) marked(run, claim, await calls.completeExecution(pool, claim, '{}'));
     await pool.query('select usher.unblock_lane(lane_key) from usher.lanes where blocked_by is not null');
-    await executor.releaseDueDelayed(pool);
+    await releaseDueDelayedInTurn(clients[0]!);
     await executor.admitQueued(pool);
     await executor.expireRunningExecutions(pool, 0);
     for (const claim of await calls.claimScheduled(pool, workers[0]!, ACTIONS, 100, 30)) run.held.set(claim.id, { claim, conn: 0 });
@@ -246,7 +269,15 @@ async function drain(run: Run): Promise<void> {
     const { rows } = await pool.query<{ n: number }>(
       `select count(*)::int as n from usher.executions where status in ('delayed', 'requested', 'scheduled', 'running', 'canceling')`);
     return rows[0]!.n === 0;
-  }, { what: 'the queue drained', timeoutMs: 30_000, intervalMs: 20 });
+  }, { what: 'the queue drained', timeoutMs: 30_000, intervalMs: 20 }).catch(async (error: unknown) => {
+    // What is stuck, and the state of its lane, so a failure can be read without a replay.
+    const { rows } = await pool.query(`
+      select e.id, e.action_ref, e.status, e.lane_key, e.queue_position, e.run_at, e.attempt, to_jsonb(l) as lane,
+        (select to_jsonb(p) from usher.lane_policy(e.lane_key) p) as policy
+      from usher.executions e left join usher.lanes l on l.lane_key = e.lane_key
+      where e.status in ('delayed', 'requested', 'scheduled', 'running', 'canceling') order by e.id limit 5`);
+    throw new Error(`${(error as Error).message}; ${run.held.size} leases held; unfinished: ${JSON.stringify(rows)}`);
+  });
 }
 
 async function check(run: Run): Promise<void> {
@@ -281,10 +312,12 @@ it(`finds no deadlock and no broken invariant in ${RUNS} programs of ${COMMANDS}
   console.log(`concurrency hunt: seed ${SEED} (replay with USHER_HUNT_SEED=${SEED})`);
   const totals: Record<string, number> = {};
   let executions = 0;
+  let completedDuringPrograms = 0;
   await fc.assert(
     fc.asyncProperty(fc.array(command, { minLength: COMMANDS, maxLength: COMMANDS }), async (program) => {
       const run: Run = { ids: [], held: new Map(), completed: [], retried: new Map(), deadlocks: [], unexpected: [], counts: {} };
       await Promise.all(clients.map((client, index) => runThread(client, run, program.filter((cmd) => cmd.conn === index))));
+      completedDuringPrograms += run.completed.length;
       await drain(run);
       await check(run);
       for (const [op, n] of Object.entries(run.counts)) totals[op] = (totals[op] ?? 0) + n;
@@ -300,10 +333,11 @@ it(`finds no deadlock and no broken invariant in ${RUNS} programs of ${COMMANDS}
       },
     },
   );
-  console.log(`concurrency hunt: ${executions} executions; operations run: ${JSON.stringify(totals)}`);
+  console.log(`concurrency hunt: ${executions} executions, ${completedDuringPrograms} completed by the programs' own marks; operations run: ${JSON.stringify(totals)}`);
   // The hunt must have exercised the paths it is about.
   expect(executions).toBeGreaterThan(RUNS * 10);
-  for (const op of ['claim', 'completeAndClaim', 'complete', 'fail', 'cancel', 'expire', 'admit'] as const) {
+  expect(completedDuringPrograms).toBeGreaterThan(RUNS);
+  for (const op of Object.keys(OPS)) {
     expect(totals[op] ?? 0, op).toBeGreaterThan(0);
   }
 });

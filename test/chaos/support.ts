@@ -35,7 +35,8 @@ export async function startChaosWorker(
 
 /**
  * Audit tables fed by triggers, in the test's own database: every admission (requested → scheduled,
- * in lane-lock order, so `seq` is the admission order within a lane), every terminal transition,
+ * in lane-lock order, so `seq` is the admission order within a lane; or straight to scheduled for an
+ * execution without a lane, at insert or at the end of its delay), every terminal transition,
  * every slot taken or given back by an execution, and, at the commit of every transaction that
  * changed a lane's row, that row's counter beside the executions holding its slots.
  *
@@ -64,7 +65,7 @@ export async function installAudit(pool: pg.Pool): Promise<void> {
       was_holding boolean := old.status in ('scheduled', 'running', 'canceling');
       is_holding boolean := new.status in ('scheduled', 'running', 'canceling');
     begin
-      if old.status = 'requested' and new.status = 'scheduled' then
+      if old.status in ('requested', 'delayed') and new.status = 'scheduled' then
         insert into public.chaos_admissions (id, lane_key, queue_position, attempt, scheduled_at)
         values (new.id, new.lane_key, new.queue_position, new.attempt, new.scheduled_at);
       end if;
