@@ -33,8 +33,9 @@ const chaos = useChaosDatabase(`
   insert into usher.policies (ref, action_ref, threshold, parameters, on_failure) values
     ('hunt-lanes', 'h.lanes', 2, '{lane}', 'wait'),
     ('hunt-block', 'h.block', 1, '{}', 'block');
-  insert into usher.policies (ref, action_ref, threshold, parameters, on_failure, rate_limit_max_executions, rate_limit_window_seconds)
-    values ('hunt-rate', 'h.rate', 3, '{lane}', 'skip', 20, 1);`);
+  -- The rate-limited lanes also cancel what waited longer than a second (usher.cancel_overdue_waiting).
+  insert into usher.policies (ref, action_ref, threshold, parameters, on_failure, rate_limit_max_executions, rate_limit_window_seconds, queue_timeout_seconds)
+    values ('hunt-rate', 'h.rate', 3, '{lane}', 'skip', 20, 1, 1);`);
 
 const OPS = {
   enqueue: 6, admit: 4, claim: 5, completeAndClaim: 4, complete: 3, fail: 2, timeOut: 1, heartbeat: 2, handBack: 1,

@@ -15,13 +15,15 @@ const COUNT = scale(700, 5000);
 const KILL_EVERY_MS = 3000;
 const KILLS = scale(4, 10);
 const LEASE_SECONDS = 2;
+const SWEEP_INTERVAL_MS = 1000;
+const SWEEP_PASS_ALLOWANCE_MS = 500;
 const MAX_RETRIES = 6;
 
 const chaos = useChaosDatabase(`insert into usher.actions (ref, max_retries, retry_delay_seconds, retry_backoff_factor) values ('c.work', ${MAX_RETRIES}, 0.1, 1)`);
 
 it(`runs ${COUNT} executions in 3 threshold-5 lanes to the end while a random worker of 4 is SIGKILLed every ${KILL_EVERY_MS} ms`, { timeout: scale(120_000, 600_000) }, async () => {
   await usePolicy(chaos.t.pool, 'c.work', 'chaos-kills', 5);
-  const env = { USHER_LEASE_SECONDS: String(LEASE_SECONDS), CHAOS_RUN_LOG: chaos.log.path };
+  const env = { USHER_LEASE_SECONDS: String(LEASE_SECONDS), USHER_SWEEP_INTERVAL_MS: String(SWEEP_INTERVAL_MS), CHAOS_RUN_LOG: chaos.log.path };
   await startExecutor(chaos.t.url, env);
   let serial = 0;
   const spawn = () => startChaosWorker(chaos.t.url, { concurrency: 4, name: `w${serial++}`, env });
@@ -89,5 +91,8 @@ it(`runs ${COUNT} executions in 3 threshold-5 lanes to the end while a random wo
     `statuses ${JSON.stringify(counts)}, recovery after kill max ${max} ms, median ${recoveryMs.sort((a, b) => a - b)[Math.floor(recoveryMs.length / 2)] ?? 0} ms (lease ${LEASE_SECONDS} s)`);
   expect(kills.length).toBeGreaterThanOrEqual(KILLS);
   expect(attempts.length).toBeGreaterThan(0);
-  expect(max).toBeLessThanOrEqual(2 * LEASE_SECONDS * 1000);
+  // RELIABILITY T01: a killed worker's executions are back within a lease (renewed at most just
+  // before the kill) plus one sweep interval, plus the sweep's own pass on a loaded 2-core machine
+  // (2.74 s was seen here with the rest of the suite running beside it).
+  expect(max).toBeLessThanOrEqual(LEASE_SECONDS * 1000 + SWEEP_INTERVAL_MS + SWEEP_PASS_ALLOWANCE_MS);
 });
