@@ -58,7 +58,7 @@ begin
   --
   -- A row locked right now is being ended by a mark of this worker (a batch of completions locks
   -- its rows in its own order, a heartbeat in another: waiting for each other's rows deadlocked)
-  -- or by a sweep. It is left alone and returned with a null lease_expires_at (not renewed) when
+  -- or by a sweep or a cancel. It is left alone and returned with a null lease_expires_at (not renewed) when
   -- its token still matches: the next heartbeat renews it if it is still running, or finds it gone.
   -- The rows locked are updated by their ctid (they cannot move while locked): one probe of the
   -- primary key per lease, as a plain update.

@@ -1,10 +1,11 @@
 /**
  * RELIABILITY T23: a model-based hunt for deadlocks and broken invariants. fast-check draws a
- * program of queue operations (enqueue, admission passes, claims, batched and single marks,
- * heartbeats, hand-backs, postpones, cancels, lease sweeps, operator retries, lane, action and pack
- * pauses, unblocks, threshold changes, policies turned off and on, pruning) and eight connections run their shares of it at
- * once, each through the same call the product makes. Every lane commit is audited (see
- * `installAudit`); afterwards the queue is drained and checked against what the calls answered.
+ * program of queue operations (enqueues, admission passes, claims, batched and single marks,
+ * timeouts, heartbeats, hand-backs, postpones, cancels, lease sweeps, operator retries, lane,
+ * action and pack pauses, unblocks, threshold changes, policies turned off and on, pruning) and
+ * eight connections run their shares of it at once, each through the same call the product makes.
+ * Every lane commit is audited (see `installAudit`); afterwards the queue is drained and checked
+ * against what the calls answered.
  *
  * The seed is printed; `USHER_HUNT_SEED=<seed>` replays the same programs (the interleaving of the
  * connections is the machine's, so a failure may need a few replays).
