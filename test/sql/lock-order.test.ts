@@ -4,13 +4,12 @@
  * or lane while the calls line up behind it; every connection finds a deadlock in 100 ms, so a
  * cycle fails the test at once instead of stalling a worker for the server's deadlock_timeout.
  */
-import type pg from 'pg';
 import { afterAll, beforeAll, beforeEach, expect, it } from 'vitest';
 import { admitQueued } from '../../src/queue/executor-calls.ts';
 import { checkInvariants } from '../../src/queue/stats.ts';
 import * as calls from '../../src/queue/worker-calls.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { waitFor } from '../support/wait.ts';
+import { connectionWithPid, waitingOnLock as waitingOnLockOf } from '../support/locks.ts';
 
 let t: TestDatabase;
 let workerId: string;
@@ -27,20 +26,10 @@ beforeEach(async () => {
   await t.pool.query(`delete from usher.executions; delete from usher.lanes; update usher.actions set paused_at = null`);
 });
 
-async function connection(): Promise<{ client: pg.Client; pid: number }> {
-  const client = await t.connect();
-  // A call that would wait on a lock it should never wait on fails in seconds, not at the test's timeout.
-  await client.query(`set deadlock_timeout = '100ms'; set lock_timeout = '5s'`);
-  const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
-  return { client, pid: rows[0]!.pid };
-}
-
-/** Until the backend waits for a lock, or has finished its statement. */
-function waitingOrDone(pid: number, what: string): Promise<unknown> {
-  return waitFor(async () => (await t.pool.query(
-    `select 1 from pg_stat_activity where pid = $1 and (wait_event_type = 'Lock' or state = 'idle')`, [pid])).rowCount === 1,
-  { what, timeoutMs: 10_000, intervalMs: 10 });
-}
+// A call that would wait on a lock it should never wait on fails in seconds, not at the test's timeout.
+const connection = () => connectionWithPid(t, `set deadlock_timeout = '100ms'; set lock_timeout = '5s'`);
+const waitingOnLock = (pid: number, what: string) => waitingOnLockOf(t.pool, pid, what);
+const waitingOrDone = (pid: number, what: string) => waitingOnLockOf(t.pool, pid, what, { orDone: true });
 
 /** Settles every call, so a failed one is reported with its error rather than as a rejection. */
 async function outcomes(calls: Record<string, Promise<unknown>>): Promise<Record<string, unknown>> {
@@ -106,12 +95,6 @@ it('a heartbeat leaves a lease whose row is locked unrenewed, and renews it once
   ]);
   expect(await expiry()).toBeGreaterThan(first + 20_000);
 });
-
-/** Until the backend waits for a lock another transaction holds. */
-function waitingOnLock(pid: number, what: string): Promise<unknown> {
-  return waitFor(async () => (await t.pool.query(`select 1 from pg_stat_activity where pid = $1 and wait_event_type = 'Lock'`, [pid])).rowCount === 1,
-    { what, timeoutMs: 10_000, intervalMs: 10 });
-}
 
 const queuedAt = async (id: string) => (await t.pool.query<{ at: Date }>('select queued_at as at from usher.executions where id = $1', [id])).rows[0]!.at;
 

@@ -10,7 +10,7 @@ import { admitQueued } from '../../src/queue/executor-calls.ts';
 import { checkInvariants } from '../../src/queue/stats.ts';
 import * as calls from '../../src/queue/worker-calls.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { waitFor } from '../support/wait.ts';
+import { connectionWithPid, waitingOnLock as waitingOnLockOf } from '../support/locks.ts';
 
 const LANE = 'action:r.race';
 let t: TestDatabase;
@@ -37,17 +37,8 @@ async function expiredHead(): Promise<{ head: { id: string; lease_token: string 
   return { head: head!, next: rows[1]!.id };
 }
 
-async function connection(): Promise<{ client: pg.Client; pid: number }> {
-  const client = await t.connect();
-  const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
-  return { client, pid: rows[0]!.pid };
-}
-
-/** Until the backend waits for a lock another transaction holds. */
-function waitingOnLock(pid: number, what: string): Promise<unknown> {
-  return waitFor(async () => (await t.pool.query(`select 1 from pg_stat_activity where pid = $1 and wait_event_type = 'Lock'`, [pid])).rowCount === 1,
-    { what, timeoutMs: 10_000, intervalMs: 10 });
-}
+const connection = () => connectionWithPid(t);
+const waitingOnLock = (pid: number, what: string) => waitingOnLockOf(t.pool, pid, what);
 
 /**
  * The barrier holds the lane; `first` and then `second` start and each waits on it, in that order
