@@ -28,6 +28,10 @@ const envSchema = z.object({
   USHER_API_PORT: nonNegativeInt.max(65535).default(8080),
   USHER_API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   USHER_API_TOKENS: z.string().default('').transform((value, ctx) => parseApiTokens(value, ctx)),
+  USHER_API_POOL_SIZE: positiveInt.max(1000).default(10),
+  USHER_API_MAX_WAITING: nonNegativeInt.max(100_000).default(100),
+  USHER_API_RATE_LIMIT: nonNegativeInt.max(1_000_000).default(200),
+  USHER_API_RATE_WINDOW_SECONDS: positiveInt.max(3600).default(1),
 });
 
 export type ApiRole = 'read' | 'write';
@@ -105,6 +109,16 @@ export interface Config {
   readonly apiHost: string;
   /** Bearer tokens of the HTTP API; empty means open, which only a loopback host allows. */
   readonly apiTokens: readonly ApiToken[];
+  /** Database connections of one API process. */
+  readonly apiPoolSize: number;
+  /**
+   * Requests that may wait for one of those connections; the next is refused at once with 503
+   * `overloaded`, so a flood cannot queue up work that would only time out.
+   */
+  readonly apiMaxWaiting: number;
+  /** Requests per client (token, or address without a valid token) per window; 0 turns the limit off. */
+  readonly apiRateLimit: number;
+  readonly apiRateWindowSeconds: number;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -134,5 +148,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiPort: e.USHER_API_PORT,
     apiHost: e.USHER_API_HOST,
     apiTokens: Object.freeze(e.USHER_API_TOKENS.map((token) => Object.freeze(token))),
+    apiPoolSize: e.USHER_API_POOL_SIZE,
+    apiMaxWaiting: e.USHER_API_MAX_WAITING,
+    apiRateLimit: e.USHER_API_RATE_LIMIT,
+    apiRateWindowSeconds: e.USHER_API_RATE_WINDOW_SECONDS,
   });
 }

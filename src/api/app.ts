@@ -12,6 +12,7 @@ import type { ApiToken } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { createAuthenticator, type Authenticator } from './auth.ts';
 import { ApiError, toApiError } from './errors.ts';
+import { perClientRateLimit, shedWhenPoolBacklogged, type RateLimit } from './load-limits.ts';
 import { buildOpenApi } from './openapi.ts';
 import { expressPath, parseInput, type ApiDeps, type Route } from './route.ts';
 import { allRoutes } from './routes/index.ts';
@@ -29,6 +30,10 @@ export interface ApiOptions {
   readonly tokens: readonly ApiToken[];
   /** Largest accepted request body, in bytes (default 1 MiB). */
   readonly bodyLimitBytes?: number;
+  /** Requests per client per window (429 beyond); absent or 0: no limit. */
+  readonly rateLimit?: RateLimit;
+  /** Requests that may wait for a pool connection before the next gets 503 `overloaded` (default 100). */
+  readonly maxWaiting?: number;
 }
 
 const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -47,7 +52,11 @@ export function createApp(options: ApiOptions, services: ApiServices): express.E
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(requestLog(options.log));
-  app.use(apiPrefix, apiRouter(routes, deps, auth, options.bodyLimitBytes ?? 1024 * 1024));
+  const limits: RouteLimits = {
+    perClient: perClientRateLimit(options.rateLimit ?? { limit: 0, windowSeconds: 1 }, auth, options.log),
+    shed: shedWhenPoolBacklogged(options.pool, options.maxWaiting ?? 100),
+  };
+  app.use(apiPrefix, apiRouter(routes, deps, auth, limits, options.bodyLimitBytes ?? 1024 * 1024));
   app.use((req: Request, _res: Response, next: NextFunction) => {
     next(new ApiError('not_found', `no route ${req.method} ${req.path.slice(0, 200)}`));
   });
@@ -55,7 +64,12 @@ export function createApp(options: ApiOptions, services: ApiServices): express.E
   return app;
 }
 
-function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator, bodyLimit: number): express.Router {
+interface RouteLimits {
+  readonly perClient: express.RequestHandler;
+  readonly shed: express.RequestHandler;
+}
+
+function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator, limits: RouteLimits, bodyLimit: number): express.Router {
   const router = express.Router({ caseSensitive: true, strict: false });
   const parseJson = express.json({ limit: bodyLimit, strict: true, type: 'application/json' });
   // Routes of one path together, then a 405 for that path's other methods.
@@ -63,13 +77,20 @@ function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator,
   for (const path of paths) {
     const ofPath = routes.filter((route) => route.path === path);
     for (const route of ofPath) {
+      // Probes and the OpenAPI document stay answerable whatever the load: no limit, no database wait.
+      const guarded = route.access !== 'public';
       router[route.method](
         expressPath(path),
-        (req: Request, res: Response, next: NextFunction) => {
+        (_req: Request, res: Response, next: NextFunction) => {
           res.locals.route = `${route.method.toUpperCase()} ${route.path}`;
+          next();
+        },
+        ...(guarded ? [limits.perClient] : []),
+        (req: Request, _res: Response, next: NextFunction) => {
           auth.authorize(req.get('authorization'), route.access);
           next();
         },
+        ...(guarded ? [limits.shed] : []),
         ...(route.body ? [requireJsonBody, parseJson] : []),
         async (req: Request, res: Response) => {
           if (route.headers) parseInput(route.headers, req.headers, 'header');
@@ -139,7 +160,8 @@ function errorHandler(log: Logger) {
     const apiError = toApiError(error);
     const requestId = String(res.locals.requestId);
     res.locals.errorCode = apiError.code;
-    if (apiError.status >= 500) {
+    // A shed request is expected under a flood and has no cause to show: the request line says it.
+    if (apiError.status >= 500 && apiError.code !== 'overloaded') {
       log.error({
         event: 'http:failed', request_id: requestId, method: req.method, path: req.path.slice(0, 500), code: apiError.code,
         err: apiError.cause ?? error,

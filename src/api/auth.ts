@@ -17,6 +17,11 @@ export interface Authenticator {
   readonly open: boolean;
   /** The role of the request's Authorization header; throws a 401 or 403 ApiError when it may not call `access`. */
   authorize(authorization: string | undefined, access: Access): ApiRole | undefined;
+  /**
+   * Who the request is for rate limiting: `token:<n>` for the n-th configured token, undefined
+   * without a valid one (the caller then counts by address, so guessing tokens is limited too).
+   */
+  tokenKey(authorization: string | undefined): string | undefined;
 }
 
 const digest = (token: string) => createHash('sha256').update(token, 'utf8').digest();
@@ -26,14 +31,15 @@ export function createAuthenticator(tokens: readonly ApiToken[]): Authenticator 
   const known = tokens.map((entry) => ({ role: entry.role, hash: digest(entry.token) }));
   const open = known.length === 0;
 
-  function roleOf(token: string): ApiRole | undefined {
+  function indexOf(token: string): number {
     const presented = digest(token);
-    let role: ApiRole | undefined;
-    for (const entry of known) {
-      if (timingSafeEqual(presented, entry.hash)) role = entry.role;
-    }
-    return role;
+    let found = -1;
+    known.forEach((entry, index) => {
+      if (timingSafeEqual(presented, entry.hash)) found = index;
+    });
+    return found;
   }
+  const roleOf = (token: string): ApiRole | undefined => known[indexOf(token)]?.role;
 
   return {
     open,
@@ -55,6 +61,11 @@ export function createAuthenticator(tokens: readonly ApiToken[]): Authenticator 
           { headers: challenge('insufficient_scope') });
       }
       return role;
+    },
+    tokenKey(authorization) {
+      const match = authorization === undefined ? null : bearer.exec(authorization);
+      const index = match ? indexOf(match[1]!) : -1;
+      return index < 0 ? undefined : `token:${index}`;
     },
   };
 }

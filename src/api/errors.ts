@@ -31,8 +31,10 @@ export const httpStatus = {
   conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,
+  rate_limited: 429,
   internal_error: 500,
   database_unavailable: 503,
+  overloaded: 503,
   not_ready: 503,
 } as const;
 

@@ -27,7 +27,7 @@ class Components {
 const commonErrors = (route: Route): ApiErrorCode[] => [
   ...(route.params || route.query || route.body ? ['invalid_request' as const] : []),
   ...(route.body ? ['invalid_json' as const, 'payload_too_large' as const, 'unsupported_media_type' as const] : []),
-  ...(route.access === 'public' ? [] : ['unauthorized' as const]),
+  ...(route.access === 'public' ? [] : ['unauthorized' as const, 'rate_limited' as const, 'overloaded' as const]),
   ...(route.access === 'write' ? ['forbidden' as const] : []),
   ...(route.access === 'public' && !route.errors?.length ? [] : ['database_unavailable' as const]),
   'internal_error',

@@ -19,13 +19,17 @@ export async function runApi(options: ApiCommandOptions): Promise<void> {
   const pool = createPool({
     url: database.url,
     applicationName: `usher-api:${process.pid}`,
-    max: 10,
+    max: config.apiPoolSize,
     statementTimeoutMs: 30_000,
     queryTimeoutMs: 35_000,
     connectionTimeoutMs: 5_000,
   }, log);
   lifecycle.onStop(() => pool.end());
-  const server = await startApiServer({ pool, log, tokens: config.apiTokens, host, port, databaseUrl: database.url });
+  const server = await startApiServer({
+    pool, log, tokens: config.apiTokens, host, port, databaseUrl: database.url,
+    maxWaiting: config.apiMaxWaiting,
+    rateLimit: { limit: config.apiRateLimit, windowSeconds: config.apiRateWindowSeconds },
+  });
   lifecycle.onStop(async () => {
     await server.close();
     log.info({ event: 'api:stopped' }, 'API stopped');

@@ -91,7 +91,7 @@ describe('the OpenAPI document', () => {
     expect(execute.requestBody.content['application/json'].schema).toMatchObject({
       type: 'object', required: ['action_ref', 'parameters'], additionalProperties: false,
     });
-    expect(Object.keys(execute.responses).sort()).toEqual(['200', '201', '400', '401', '403', '404', '409', '413', '415', '500', '503']);
+    expect(Object.keys(execute.responses).sort()).toEqual(['200', '201', '400', '401', '403', '404', '409', '413', '415', '429', '500', '503']);
     expect(doc.paths['/api/v1/executions/{id}/cancel'].post.requestBody.required).toBe(false);
   });
 

@@ -11,6 +11,7 @@ import { apiPrefix } from '../../src/api/app.ts';
 import { errorBodySchema } from '../../src/api/errors.ts';
 import type { Route } from '../../src/api/route.ts';
 import { allRoutes } from '../../src/api/routes/index.ts';
+import type { RateLimit } from '../../src/api/load-limits.ts';
 import { startApiServer, type ApiServer } from '../../src/api/server.ts';
 import type { ApiToken } from '../../src/config.ts';
 import { createTestDatabase, type TestDatabase } from './database.ts';
@@ -81,12 +82,14 @@ function checkDocumented(method: string, path: string, response: ApiResponse): v
   expect(parsed.error?.issues ?? [], `response of ${method} ${path} differs from its documented schema`).toEqual([]);
 }
 
-export async function startTestApi(options: { apiTokens?: ApiToken[]; database?: TestDatabase; pool?: pg.Pool } = {}): Promise<TestApi> {
+export async function startTestApi(options: {
+  apiTokens?: ApiToken[]; database?: TestDatabase; pool?: pg.Pool; maxWaiting?: number; rateLimit?: RateLimit;
+} = {}): Promise<TestApi> {
   const t = options.database ?? await createTestDatabase();
   const logs: Record<string, unknown>[] = [];
   const server = await startApiServer({
     pool: options.pool ?? t.pool, log: captureLogger(logs), tokens: options.apiTokens ?? tokens, host: '127.0.0.1', port: 0,
-    databaseUrl: t.url,
+    databaseUrl: t.url, maxWaiting: options.maxWaiting, rateLimit: options.rateLimit,
   });
   const base = `${server.url}${apiPrefix}`;
   return {

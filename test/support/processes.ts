@@ -32,8 +32,12 @@ export function spawnUsher(args: string[], env: Record<string, string | undefine
   });
   const lines: string[] = [];
   const waiters: { event: string; resolve: (line: Record<string, unknown>) => void }[] = [];
-  const onData = (chunk: Buffer) => {
-    for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
+  // A pipe's chunks end anywhere: a line split between two is kept until its end arrives.
+  const partial = { stdout: '', stderr: '' };
+  const onData = (stream: keyof typeof partial) => (chunk: string) => {
+    const pieces = (partial[stream] + chunk).split('\n');
+    partial[stream] = pieces.pop()!;
+    for (const line of pieces.filter(Boolean)) {
       lines.push(line);
       let parsed: Record<string, unknown> | undefined;
       try {
@@ -49,8 +53,13 @@ export function spawnUsher(args: string[], env: Record<string, string | undefine
       }
     }
   };
-  child.stdout?.on('data', onData);
-  child.stderr?.on('data', onData);
+  child.stdout?.setEncoding('utf8');
+  child.stderr?.setEncoding('utf8');
+  for (const stream of ['stdout', 'stderr'] as const) {
+    child[stream]?.on('data', onData(stream));
+    // Whatever the process wrote last without a newline.
+    child[stream]?.on('end', () => onData(stream)('\n'));
+  }
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, signal) => resolve({ code, signal }));
   });
