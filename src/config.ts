@@ -34,7 +34,7 @@ const envSchema = z.object({
   USHER_API_RATE_WINDOW_SECONDS: positiveInt.max(3600).default(1),
 });
 
-export type ApiRole = 'read' | 'write';
+export type ApiRole = 'read' | 'write' | 'admin';
 
 export type PoolMode = 'session' | 'transaction';
 
@@ -46,7 +46,7 @@ export interface ApiToken {
 const tokenPattern = /^[A-Za-z0-9._~+/=-]{16,512}$/;
 
 /**
- * USHER_API_TOKENS: comma-separated `role:token` pairs, role `read` or `write`. Tokens are at least
+ * USHER_API_TOKENS: comma-separated `role:token` pairs, role `read`, `write` or `admin`. Tokens are at least
  * 16 characters of the RFC 6750 token alphabet, and a token may appear once. Messages never echo a token.
  */
 function parseApiTokens(value: string, ctx: z.RefinementCtx): ApiToken[] {
@@ -56,8 +56,8 @@ function parseApiTokens(value: string, ctx: z.RefinementCtx): ApiToken[] {
     const colon = entry.indexOf(':');
     const role = colon < 0 ? '' : entry.slice(0, colon).trim();
     const token = colon < 0 ? '' : entry.slice(colon + 1).trim();
-    if (role !== 'read' && role !== 'write') {
-      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} must be read:<token> or write:<token>` });
+    if (role !== 'read' && role !== 'write' && role !== 'admin') {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} must be read:<token>, write:<token> or admin:<token>` });
     } else if (!tokenPattern.test(token)) {
       ctx.addIssue({ code: 'custom', message: `entry ${index + 1} (${role}): a token is 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = -` });
     } else if (tokens.some((known) => known.token === token)) {

@@ -10,7 +10,8 @@ import type pg from 'pg';
 import { z } from 'zod';
 import type { ApiToken } from '../config.ts';
 import type { Logger } from '../log.ts';
-import { createAuthenticator, type Authenticator } from './auth.ts';
+import { auditAdminRequest } from './audit.ts';
+import { createAuthenticator, type Authenticator, type Caller } from './auth.ts';
 import { ApiError, toApiError } from './errors.ts';
 import { perClientRateLimit, shedWhenPoolBacklogged, type RateLimit } from './load-limits.ts';
 import { buildOpenApi } from './openapi.ts';
@@ -86,8 +87,8 @@ function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator,
           next();
         },
         ...(guarded ? [limits.perClient] : []),
-        (req: Request, _res: Response, next: NextFunction) => {
-          auth.authorize(req.get('authorization'), route.access);
+        (req: Request, res: Response, next: NextFunction) => {
+          res.locals.caller = auth.authorize(req.get('authorization'), route.access);
           next();
         },
         ...(guarded ? [limits.shed] : []),
@@ -102,6 +103,13 @@ function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator,
             requestId: String(res.locals.requestId),
             header: (name: string) => req.get(name),
           };
+          if (route.access === 'admin') {
+            await auditAdminRequest(deps.pool, deps.log, {
+              caller: res.locals.caller as Caller, operation: route.operationId, method: req.method, path: req.baseUrl + req.path,
+              params: input.params as Record<string, unknown> | undefined, body: input.body as Record<string, unknown> | undefined,
+              requestId: input.requestId,
+            }, res);
+          }
           const reply = await route.handle(input as never);
           if ('send' in reply) await reply.send(req, res);
           else res.status(reply.status ?? route.status).json(reply.body);

@@ -28,7 +28,7 @@ const commonErrors = (route: Route): ApiErrorCode[] => [
   ...(route.params || route.query || route.body ? ['invalid_request' as const] : []),
   ...(route.body ? ['invalid_json' as const, 'payload_too_large' as const, 'unsupported_media_type' as const] : []),
   ...(route.access === 'public' ? [] : ['unauthorized' as const, 'rate_limited' as const, 'overloaded' as const]),
-  ...(route.access === 'write' ? ['forbidden' as const] : []),
+  ...(route.access === 'write' || route.access === 'admin' ? ['forbidden' as const] : []),
   ...(route.access === 'public' && !route.errors?.length ? [] : ['database_unavailable' as const]),
   'internal_error',
 ];
@@ -101,8 +101,9 @@ export function buildOpenApi(routes: readonly Route[], options: { version: strin
     info: {
       title: 'Usher HTTP API',
       version: options.version,
-      description: 'Postgres-native job queue with strict FIFO lanes and admission control. Read routes need a read or '
-        + 'write token, write routes a write token (Authorization: Bearer <token>); errors are { error: { code, message, '
+      description: 'Postgres-native job queue with strict FIFO lanes and admission control. Read routes need a read, '
+        + 'write or admin token, write routes a write or admin token, admin routes (x-usher-access: admin: actions, policies, '
+        + 'lane controls) an admin token (Authorization: Bearer <token>); errors are { error: { code, message, '
         + 'request_id } }.',
     },
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',

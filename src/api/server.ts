@@ -60,6 +60,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     event: 'api:listening', url, port, auth: options.tokens.length === 0 ? 'open' : 'bearer',
     read_tokens: options.tokens.filter((token) => token.role === 'read').length,
     write_tokens: options.tokens.filter((token) => token.role === 'write').length,
+    admin_tokens: options.tokens.filter((token) => token.role === 'admin').length,
   }, `API listening on ${url}/api/v1`);
   services.start();
   return {

@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { killAll, spawnUsher } from '../support/processes.ts';
-import { READ_TOKEN, WRITE_TOKEN } from '../support/api.ts';
+import { ADMIN_TOKEN, READ_TOKEN, WRITE_TOKEN } from '../support/api.ts';
 
 let t: TestDatabase;
 
@@ -16,15 +16,22 @@ afterAll(async () => {
 
 it('serves the API with `usher api`, and stops cleanly on SIGTERM', async () => {
   const api = spawnUsher(['api', '--port', '0', '--host', '127.0.0.1'], {
-    DATABASE_URL: t.url, USHER_API_TOKENS: `read:${READ_TOKEN},write:${WRITE_TOKEN}`,
+    DATABASE_URL: t.url, USHER_API_TOKENS: `read:${READ_TOKEN},write:${WRITE_TOKEN},admin:${ADMIN_TOKEN}`,
   });
   const listening = await api.waitForEvent('api:listening');
-  expect(listening).toMatchObject({ auth: 'bearer', read_tokens: 1, write_tokens: 1, url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/) });
+  expect(listening).toMatchObject({
+    auth: 'bearer', read_tokens: 1, write_tokens: 1, admin_tokens: 1, url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/),
+  });
   const base = `${listening.url as string}/api/v1`;
   expect(await (await fetch(`${base}/health`)).json()).toEqual({ data: { status: 'ok' } });
   expect((await fetch(`${base}/executions`)).status).toBe(401);
   const list = await fetch(`${base}/executions`, { headers: { authorization: `Bearer ${READ_TOKEN}` } });
   expect(await list.json()).toEqual({ data: [], pagination: { page: 1, page_size: 50, total_items: 0, total_pages: 0 } });
+  const put = (token: string) => fetch(`${base}/actions/cli.a`, {
+    method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}',
+  });
+  expect((await put(WRITE_TOKEN)).status).toBe(403);
+  expect((await put(ADMIN_TOKEN)).status).toBe(201);
   await api.waitForEvent('http:request');
   api.kill('SIGTERM');
   expect(await api.exited).toEqual({ code: 0, signal: null });

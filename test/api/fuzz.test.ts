@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Route } from '../../src/api/route.ts';
 import { allRoutes } from '../../src/api/routes/index.ts';
-import { READ_TOKEN, snapshot, startTestApi, WRITE_TOKEN, type TestApi } from '../support/api.ts';
+import { ADMIN_TOKEN, READ_TOKEN, snapshot, startTestApi, WRITE_TOKEN, type TestApi } from '../support/api.ts';
 
 let api: TestApi;
 let executionId: string;
@@ -61,7 +61,8 @@ const bodyFor = (route: Route) => {
 };
 
 const authorization = fc.oneof(
-  { weight: 6, arbitrary: fc.constant<string | null>(`Bearer ${WRITE_TOKEN}`) },
+  { weight: 5, arbitrary: fc.constant<string | null>(`Bearer ${ADMIN_TOKEN}`) },
+  fc.constant<string | null>(`Bearer ${WRITE_TOKEN}`),
   fc.constant<string | null>(`Bearer ${READ_TOKEN}`),
   fc.constant<string | null>(null),
   fc.constantFrom<string | null>('Bearer', 'Basic d3JpdGU6eA==', `bearer  ${WRITE_TOKEN}`, `Bearer ${WRITE_TOKEN}x`, `Bearer ${WRITE_TOKEN.slice(0, -1)}`),

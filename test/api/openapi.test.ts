@@ -62,13 +62,13 @@ describe('the OpenAPI document', () => {
     const operations = Object.values(doc.paths as Record<string, Record<string, Json>>).flatMap((ops) => Object.values(ops));
     expect(new Set(operations.map((op) => op.operationId)).size).toBe(operations.length);
     for (const op of operations) {
-      expect(['public', 'read', 'write']).toContain(op['x-usher-access']);
+      expect(['public', 'read', 'write', 'admin']).toContain(op['x-usher-access']);
       expect(op.security).toEqual(op['x-usher-access'] === 'public' ? [] : [{ bearerAuth: [] }]);
       const statuses = Object.keys(op.responses);
       expect(statuses.some((status) => status.startsWith('2')), op.operationId).toBe(true);
       expect(statuses).toContain('500');
       if (op['x-usher-access'] !== 'public') expect(statuses).toContain('401');
-      if (op['x-usher-access'] === 'write') expect(statuses).toContain('403');
+      if (op['x-usher-access'] === 'write' || op['x-usher-access'] === 'admin') expect(statuses).toContain('403');
       for (const status of statuses.filter((code) => Number(code) >= 400)) {
         expect(op.responses[status].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/Error' });
       }

@@ -18,7 +18,10 @@ import { createTestDatabase, type TestDatabase } from './database.ts';
 
 export const READ_TOKEN = 'read-token-0123456789abcdef';
 export const WRITE_TOKEN = 'write-token-0123456789abcdef';
-export const tokens: ApiToken[] = [{ role: 'read', token: READ_TOKEN }, { role: 'write', token: WRITE_TOKEN }];
+export const ADMIN_TOKEN = 'admin-token-0123456789abcdef';
+export const tokens: ApiToken[] = [
+  { role: 'read', token: READ_TOKEN }, { role: 'write', token: WRITE_TOKEN }, { role: 'admin', token: ADMIN_TOKEN },
+];
 
 export type Json = any;
 
@@ -29,7 +32,7 @@ export interface ApiResponse {
 }
 
 export interface RequestOptions {
-  /** Bearer token; default the write token. null sends no Authorization header. */
+  /** Bearer token; default the admin token (every route). null sends no Authorization header. */
   readonly token?: string | null;
   /** Sent as JSON. */
   readonly body?: unknown;
@@ -97,7 +100,7 @@ export async function startTestApi(options: {
     server,
     base,
     logs,
-    async request(method, path, { token = WRITE_TOKEN, body, rawBody, headers = {} } = {}) {
+    async request(method, path, { token = ADMIN_TOKEN, body, rawBody, headers = {} } = {}) {
       const sent: Record<string, string> = { ...headers };
       if (token !== null) sent.authorization = `Bearer ${token}`;
       if (body !== undefined) sent['content-type'] ??= 'application/json';
@@ -138,11 +141,13 @@ export async function startTestApi(options: {
  * snapshots mean nothing was inserted, updated or deleted.
  */
 export async function snapshot(pool: pg.Pool): Promise<Record<string, string>> {
-  // The event log is left out: the API moves committed changes into it at any moment.
+  // The event log is left out: the API moves committed changes into it at any moment. So is the
+  // audit log, which records every admin request that passed authorization, refused or not (tests
+  // of it count its rows).
   const { rows: tables } = await pool.query<{ name: string }>(
     `select table_name as name from information_schema.tables
      where table_schema = 'usher' and table_type = 'BASE TABLE'
-       and table_name not in ('execution_transitions', 'execution_events', 'execution_event_sequencer')
+       and table_name not in ('execution_transitions', 'execution_events', 'execution_event_sequencer', 'api_audit_log')
      order by table_name`);
   const result: Record<string, string> = {};
   for (const { name } of tables) {

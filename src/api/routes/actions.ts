@@ -28,7 +28,7 @@ export const actionRoutes = [
     },
   }),
   defineRoute({
-    method: 'put', path: '/actions/{ref}', access: 'write', operationId: 'putAction', tag: 'actions',
+    method: 'put', path: '/actions/{ref}', access: 'admin', operationId: 'putAction', tag: 'actions',
     summary: 'Create an action, or change the settings given',
     description: 'Creates the action (201) or changes the fields present on an existing one (200); fields left out keep '
       + 'their value, or take the defaults on a new action. Workers register the actions they run by themselves.',
@@ -40,7 +40,7 @@ export const actionRoutes = [
     },
   }),
   defineRoute({
-    method: 'delete', path: '/actions/{ref}', access: 'write', operationId: 'deleteAction', tag: 'actions',
+    method: 'delete', path: '/actions/{ref}', access: 'admin', operationId: 'deleteAction', tag: 'actions',
     summary: 'Delete an action and its policies',
     description: 'Refused (409) while executions of the action are delayed, waiting, admitted or running. Its policies '
       + 'and schedules are deleted with it; ended executions stay as history.',
@@ -60,7 +60,7 @@ export const actionRoutes = [
     },
   }),
   defineRoute({
-    method: 'post', path: '/actions/{ref}/pause', access: 'write', operationId: 'pauseAction', tag: 'actions',
+    method: 'post', path: '/actions/{ref}/pause', access: 'admin', operationId: 'pauseAction', tag: 'actions',
     summary: 'Pause admission of an action',
     description: 'usher.pause_action: waiting executions stay in order, running ones finish, nothing new is admitted.',
     params: refParams, body: reasonBody, status: 200, response: oneOf(actionSchema), errors: ['unknown_action'],
@@ -71,7 +71,7 @@ export const actionRoutes = [
     },
   }),
   defineRoute({
-    method: 'post', path: '/actions/{ref}/resume', access: 'write', operationId: 'resumeAction', tag: 'actions',
+    method: 'post', path: '/actions/{ref}/resume', access: 'admin', operationId: 'resumeAction', tag: 'actions',
     summary: 'Resume admission of a paused action',
     params: refParams, status: 200, response: oneOf(actionSchema), errors: ['unknown_action'],
     async handle({ params, deps }) {

@@ -27,7 +27,7 @@ function unknownLane(key: string): ApiError {
 
 export const laneRoutes = [
   defineRoute({
-    method: 'post', path: '/lanes/pause', access: 'write', operationId: 'pauseLane', tag: 'lanes',
+    method: 'post', path: '/lanes/pause', access: 'admin', operationId: 'pauseLane', tag: 'lanes',
     summary: 'Pause admission into one lane until a time',
     description: 'usher.pause_lane: waiting executions keep their order; running ones finish.',
     body: pauseBody, status: 200, response: oneOf(laneSchema), errors: ['lane_not_found'],
@@ -38,7 +38,7 @@ export const laneRoutes = [
     },
   }),
   defineRoute({
-    method: 'post', path: '/lanes/resume', access: 'write', operationId: 'resumeLane', tag: 'lanes',
+    method: 'post', path: '/lanes/resume', access: 'admin', operationId: 'resumeLane', tag: 'lanes',
     summary: 'Lift a lane pause at once',
     body: laneBody, status: 200, response: oneOf(laneSchema), errors: ['lane_not_found'],
     async handle({ body, deps }) {
@@ -48,7 +48,7 @@ export const laneRoutes = [
     },
   }),
   defineRoute({
-    method: 'post', path: '/lanes/unblock', access: 'write', operationId: 'unblockLane', tag: 'lanes',
+    method: 'post', path: '/lanes/unblock', access: 'admin', operationId: 'unblockLane', tag: 'lanes',
     summary: 'Let a blocked lane move on without the execution that blocks it',
     description: 'usher.unblock_lane: the failed head stays failed; POST /executions/{id}/retry retries it instead.',
     body: laneBody, status: 200, response: oneOf(laneSchema), errors: ['lane_not_found'],

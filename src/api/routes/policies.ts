@@ -83,7 +83,7 @@ export const policyRoutes = [
     },
   }),
   defineRoute({
-    method: 'post', path: '/policies', access: 'write', operationId: 'createPolicy', tag: 'policies',
+    method: 'post', path: '/policies', access: 'admin', operationId: 'createPolicy', tag: 'policies',
     summary: 'Create a policy',
     description: 'Takes effect at once for new executions of its scope; a changed limit applies to lanes already waiting.',
     body: policyCreateBody, status: 201, response: oneOf(policySchema),
@@ -104,7 +104,7 @@ export const policyRoutes = [
     },
   }),
   defineRoute({
-    method: 'put', path: '/policies/{ref}', access: 'write', operationId: 'putPolicy', tag: 'policies',
+    method: 'put', path: '/policies/{ref}', access: 'admin', operationId: 'putPolicy', tag: 'policies',
     summary: 'Create or replace a policy',
     description: 'Replaces the whole policy (fields left out take their defaults), keeping its id and created_at; creates it '
       + '(201) when there is none of that ref.',
@@ -122,7 +122,7 @@ export const policyRoutes = [
     },
   }),
   defineRoute({
-    method: 'delete', path: '/policies/{ref}', access: 'write', operationId: 'deletePolicy', tag: 'policies',
+    method: 'delete', path: '/policies/{ref}', access: 'admin', operationId: 'deletePolicy', tag: 'policies',
     summary: 'Delete a policy',
     description: 'Lanes of its scope then follow the next enabled policy of the scope, or drain without limit.',
     params: policyParams, status: 200, response: oneOf(policySchema), errors: ['policy_not_found'],
