@@ -41,29 +41,38 @@ export type PoolMode = 'session' | 'transaction';
 export interface ApiToken {
   readonly role: ApiRole;
   readonly token: string;
+  /** The packs whose actions the token may use; absent: every pack, and the routes about the whole queue. */
+  readonly packs?: readonly string[];
 }
 
 const tokenPattern = /^[A-Za-z0-9._~+/=-]{16,512}$/;
+const packsPattern = /^[a-z][a-z0-9_-]*(\+[a-z][a-z0-9_-]*)*$/;
 
 /**
- * USHER_API_TOKENS: comma-separated `role:token` pairs, role `read`, `write` or `admin`. Tokens are at least
- * 16 characters of the RFC 6750 token alphabet, and a token may appear once. Messages never echo a token.
+ * USHER_API_TOKENS: comma-separated `role:token` pairs, role `read`, `write` or `admin`, optionally
+ * limited to packs (`write@billing+ops:token`). Tokens are at least 16 characters of the RFC 6750
+ * token alphabet, and a token may appear once. Messages never echo a token.
  */
 function parseApiTokens(value: string, ctx: z.RefinementCtx): ApiToken[] {
   const tokens: ApiToken[] = [];
   const entries = value.split(',').map((entry) => entry.trim()).filter((entry) => entry.length > 0);
   entries.forEach((entry, index) => {
     const colon = entry.indexOf(':');
-    const role = colon < 0 ? '' : entry.slice(0, colon).trim();
+    const head = colon < 0 ? '' : entry.slice(0, colon).trim();
+    const at = head.indexOf('@');
+    const role = at < 0 ? head : head.slice(0, at);
+    const packs = at < 0 ? undefined : head.slice(at + 1);
     const token = colon < 0 ? '' : entry.slice(colon + 1).trim();
     if (role !== 'read' && role !== 'write' && role !== 'admin') {
-      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} must be read:<token>, write:<token> or admin:<token>` });
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} must be read:<token>, write:<token> or admin:<token>, optionally as role@pack+pack:<token>` });
+    } else if (packs !== undefined && !packsPattern.test(packs)) {
+      ctx.addIssue({ code: 'custom', message: `entry ${index + 1} (${role}): after @ come pack names joined by +, each a lower-case letter then a-z 0-9 _ -` });
     } else if (!tokenPattern.test(token)) {
       ctx.addIssue({ code: 'custom', message: `entry ${index + 1} (${role}): a token is 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / = -` });
     } else if (tokens.some((known) => known.token === token)) {
       ctx.addIssue({ code: 'custom', message: `entry ${index + 1} (${role}): the same token is listed twice` });
     } else {
-      tokens.push({ role, token });
+      tokens.push(packs === undefined ? { role, token } : { role, token, packs: [...new Set(packs.split('+'))] });
     }
   });
   return tokens;
@@ -147,7 +156,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retentionDays: e.USHER_RETENTION_DAYS,
     apiPort: e.USHER_API_PORT,
     apiHost: e.USHER_API_HOST,
-    apiTokens: Object.freeze(e.USHER_API_TOKENS.map((token) => Object.freeze(token))),
+    apiTokens: Object.freeze(e.USHER_API_TOKENS.map((token) => Object.freeze({ ...token, ...(token.packs ? { packs: Object.freeze(token.packs) } : {}) }))),
     apiPoolSize: e.USHER_API_POOL_SIZE,
     apiMaxWaiting: e.USHER_API_MAX_WAITING,
     apiRateLimit: e.USHER_API_RATE_LIMIT,

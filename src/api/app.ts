@@ -14,6 +14,7 @@ import { auditAdminRequest } from './audit.ts';
 import { createAuthenticator, type Authenticator, type Caller } from './auth.ts';
 import { ApiError, toApiError } from './errors.ts';
 import { perClientRateLimit, shedWhenPoolBacklogged, type RateLimit } from './load-limits.ts';
+import { requirePack, requireWholeQueue } from './scope.ts';
 import { buildOpenApi } from './openapi.ts';
 import { expressPath, parseInput, type ApiDeps, type Route } from './route.ts';
 import { allRoutes } from './routes/index.ts';
@@ -102,10 +103,16 @@ function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator,
             deps,
             requestId: String(res.locals.requestId),
             header: (name: string) => req.get(name),
+            caller: res.locals.caller as Caller | undefined,
           };
+          if (route.scope === 'queue') requireWholeQueue(input.caller);
+          else if (route.scope) {
+            const named = route.scope(input as never);
+            requirePack(input.caller, named.pack, named.what);
+          }
           if (route.access === 'admin') {
             await auditAdminRequest(deps.pool, deps.log, {
-              caller: res.locals.caller as Caller, operation: route.operationId, method: req.method, path: req.baseUrl + req.path,
+              caller: input.caller!, operation: route.operationId, method: req.method, path: req.baseUrl + req.path,
               params: input.params as Record<string, unknown> | undefined, body: input.body as Record<string, unknown> | undefined,
               requestId: input.requestId,
             }, res);

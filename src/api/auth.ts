@@ -22,6 +22,8 @@ export interface Caller {
    * revealing it: `printf %s "$TOKEN" | sha256sum | cut -c1-12`), or `open` when no token is configured.
    */
   readonly actor: string;
+  /** The packs the token is limited to (USHER_API_TOKENS `role@pack+pack:token`); undefined: all of them. */
+  readonly packs: ReadonlySet<string> | undefined;
 }
 
 export interface Authenticator {
@@ -49,7 +51,9 @@ const bearer = /^Bearer +([A-Za-z0-9._~+/=-]+) *$/i;
 export function createAuthenticator(tokens: readonly ApiToken[]): Authenticator {
   const known = tokens.map((entry) => {
     const hash = digest(entry.token);
-    return { role: entry.role, hash, actor: `token:${hash.toString('hex').slice(0, 12)}` };
+    return {
+      role: entry.role, hash, actor: `token:${hash.toString('hex').slice(0, 12)}`, packs: entry.packs ? new Set(entry.packs) : undefined,
+    };
   });
   const open = known.length === 0;
 
@@ -68,7 +72,7 @@ export function createAuthenticator(tokens: readonly ApiToken[]): Authenticator 
     open,
     authorize(authorization, access) {
       if (access === 'public') return undefined;
-      if (open) return { role: 'admin', actor: 'open' };
+      if (open) return { role: 'admin', actor: 'open', packs: undefined };
       const challenge = (error?: string) => ({ 'WWW-Authenticate': `Bearer realm="usher"${error ? `, error="${error}"` : ''}` });
       if (authorization === undefined || authorization.trim() === '') {
         throw new ApiError('unauthorized', 'missing bearer token: send Authorization: Bearer <token>', { headers: challenge() });
@@ -81,7 +85,7 @@ export function createAuthenticator(tokens: readonly ApiToken[]): Authenticator 
       if (rank[entry.role] < rank[access]) {
         throw new ApiError('forbidden', refusal[access as Exclude<ApiRole, 'read'>], { headers: challenge('insufficient_scope') });
       }
-      return { role: entry.role, actor: entry.actor };
+      return { role: entry.role, actor: entry.actor, packs: entry.packs };
     },
     tokenKey: (authorization) => find(authorization)?.actor,
   };

@@ -9,7 +9,7 @@ import { z } from 'zod';
 import type { Logger } from '../log.ts';
 import type { EventFollower } from './event-follower.ts';
 import type { ApiMetrics } from './metrics.ts';
-import type { Access } from './auth.ts';
+import type { Access, Caller } from './auth.ts';
 import { validationError, type ApiErrorCode, type FieldProblem } from './errors.ts';
 
 export interface ApiDeps {
@@ -42,6 +42,8 @@ export interface RouteInput<P, Q, B> {
   readonly requestId: string;
   /** A request header by name (case-insensitive). */
   readonly header: (name: string) => string | undefined;
+  /** Who called (role, actor, packs the token is limited to); undefined on public routes. */
+  readonly caller: Caller | undefined;
 }
 
 interface RouteShape<P, Q, B> {
@@ -66,7 +68,20 @@ interface RouteShape<P, Q, B> {
   readonly produces?: 'text/plain; version=0.0.4' | 'text/event-stream';
   /** Error codes this route can answer with beyond the common ones (validation, auth, 5xx). */
   readonly errors?: readonly ApiErrorCode[];
+  /**
+   * What the route is about, for a token limited to packs (scope.ts): `queue`, the whole queue
+   * (refused to such a token), or the pack its inputs name (null: the global scope), refused before
+   * the handler runs when outside the token's packs. Routes without it filter by the caller's packs
+   * themselves, or reach things by id and check them once read.
+   */
+  readonly scope?: 'queue' | ((input: Pick<RouteInput<P, Q, B>, 'params' | 'query' | 'body'>) => NamedScope);
   readonly handle: (input: RouteInput<P, Q, B>) => Promise<Reply>;
+}
+
+/** The pack a request names (null: the global scope), and how to call it in a refusal. */
+export interface NamedScope {
+  readonly pack: string | null;
+  readonly what: string;
 }
 
 export type Route = RouteShape<z.ZodType | undefined, z.ZodType | undefined, z.ZodType | undefined>;

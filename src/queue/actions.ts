@@ -48,9 +48,13 @@ const selectList = (alias: string) => `${alias}.ref, ${alias}.pack_ref, ${alias}
 /** Statuses of executions that have not ended: an action with any of them cannot be deleted. */
 export const unfinishedStatuses = ['delayed', 'requested', 'scheduled', 'running', 'canceling'] as const;
 
-export function listActions(db: Queryable, filter: { pack_ref?: string }, page: PageRequest): Promise<PageOf<ActionRecord>> {
+/** Actions by ref; `within_packs` (a token limited to packs) keeps those of these packs only. */
+export function listActions(
+  db: Queryable, filter: { pack_ref?: string; within_packs?: readonly string[] }, page: PageRequest,
+): Promise<PageOf<ActionRecord>> {
   const sql = new SqlValues();
   const where = filter.pack_ref === undefined ? [] : [`a.pack_ref = ${sql.add(filter.pack_ref)}`];
+  if (filter.within_packs !== undefined) where.push(`a.pack_ref = any(${sql.add(filter.within_packs, 'text[]')})`);
   return selectPage<ActionRecord>(db, {
     select: selectList('a'), from: 'usher.actions a', alias: 'a', where, sql, page, order: (alias) => `${alias}.ref`,
   });

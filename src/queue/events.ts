@@ -23,6 +23,8 @@ export interface EventFilter {
   readonly action_ref?: string;
   /** Only events of actions of this pack. */
   readonly pack_ref?: string;
+  /** Only events of actions of these packs (a token limited to packs). */
+  readonly within_packs?: readonly string[];
 }
 
 /** Gives positions to committed changes; the last position, or null when another caller is at it. */
@@ -52,9 +54,10 @@ export async function readExecutionEvents(db: Queryable, after: string, filter: 
      where e.position > $1::bigint
        and ($2::text is null or e.action_ref = $2)
        and ($3::text is null or e.action_ref in (select a.ref from usher.actions a where a.pack_ref = $3))
+       and ($5::text[] is null or split_part(e.action_ref, '.', 1) = any($5::text[]))
      order by e.position
      limit $4`,
-    [after, filter.action_ref ?? null, filter.pack_ref ?? null, limit],
+    [after, filter.action_ref ?? null, filter.pack_ref ?? null, limit, filter.within_packs ?? null],
   );
   return result.rows;
 }

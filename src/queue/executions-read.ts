@@ -37,6 +37,8 @@ export interface ExecutionFilter {
   readonly action_ref?: string;
   /** Executions of every action of these packs (each must hold: two different packs match nothing). */
   readonly pack_refs?: readonly string[];
+  /** Executions of the actions of any of these packs (a token limited to packs). */
+  readonly within_packs?: readonly string[];
   readonly enforcement_id?: string;
   readonly parent_id?: string;
   /** Strictly after / before these instants (ISO 8601). */
@@ -53,6 +55,9 @@ function conditions(filter: ExecutionFilter, sql: SqlValues): string[] {
   // Through the actions of the pack, so executions_by_action_status serves each of them.
   for (const pack of filter.pack_refs ?? []) {
     where.push(`e.action_ref in (select a.ref from usher.actions a where a.pack_ref = ${sql.add(pack)})`);
+  }
+  if (filter.within_packs !== undefined) {
+    where.push(`e.action_ref in (select a.ref from usher.actions a where a.pack_ref = any(${sql.add(filter.within_packs, 'text[]')}))`);
   }
   if (filter.enforcement_id !== undefined) where.push(`e.enforcement_id = ${sql.add(filter.enforcement_id, 'bigint')}`);
   if (filter.parent_id !== undefined) where.push(`e.parent_id = ${sql.add(filter.parent_id, 'bigint')}`);
@@ -109,10 +114,13 @@ export interface ExecutionCounts {
   abandoned: number;
 }
 
-export async function countExecutions(db: Queryable): Promise<ExecutionCounts> {
+/** Counts of every execution, or of those of the given packs' actions. */
+export async function countExecutions(db: Queryable, withinPacks?: readonly string[]): Promise<ExecutionCounts> {
   const result = await db.query<ExecutionCounts>(
     `with by_status as (
-       select e.status, count(*)::float8 as n from usher.executions e group by e.status
+       select e.status, count(*)::float8 as n from usher.executions e
+       where $1::text[] is null or e.action_ref in (select a.ref from usher.actions a where a.pack_ref = any($1::text[]))
+       group by e.status
      )
      select
        coalesce(sum(n), 0)::float8 as total,
@@ -124,6 +132,7 @@ export async function countExecutions(db: Queryable): Promise<ExecutionCounts> {
        coalesce(sum(n) filter (where status = 'timeout'), 0)::float8 as timeout,
        coalesce(sum(n) filter (where status = 'abandoned'), 0)::float8 as abandoned
      from by_status`,
+    [withinPacks ?? null],
   );
   return result.rows[0]!;
 }

@@ -3,6 +3,7 @@ import { deleteAction, findAction, listActions, pauseAction, putAction, resumeAc
 import { ApiError } from '../errors.ts';
 import { actionSchema, list, one as oneOf } from '../resources.ts';
 import { defineRoute, one, page } from '../route.ts';
+import { actionScope, allowedPacks } from '../scope.ts';
 import { actionBody, actionListQuery, reasonBody, refParams } from '../schemas.ts';
 
 const unknownAction = (ref: string) => new ApiError('unknown_action', `unknown action ${ref}`);
@@ -12,8 +13,8 @@ export const actionRoutes = [
     method: 'get', path: '/actions', access: 'read', operationId: 'listActions', tag: 'actions',
     summary: 'List actions by ref',
     query: actionListQuery, status: 200, response: list(actionSchema),
-    async handle({ query, deps }) {
-      const result = await listActions(deps.pool, { pack_ref: query.pack_name }, query);
+    async handle({ query, deps, caller }) {
+      const result = await listActions(deps.pool, { pack_ref: query.pack_name, within_packs: allowedPacks(caller) }, query);
       return { body: page(result.rows, result.total_items, query) };
     },
   }),
@@ -21,6 +22,7 @@ export const actionRoutes = [
     method: 'get', path: '/actions/{ref}', access: 'read', operationId: 'getAction', tag: 'actions',
     summary: 'Read one action',
     params: refParams, status: 200, response: oneOf(actionSchema), errors: ['unknown_action'],
+    scope: ({ params }) => actionScope(params.ref),
     async handle({ params, deps }) {
       const action = await findAction(deps.pool, params.ref);
       if (!action) throw unknownAction(params.ref);
@@ -33,6 +35,7 @@ export const actionRoutes = [
     description: 'Creates the action (201) or changes the fields present on an existing one (200); fields left out keep '
       + 'their value, or take the defaults on a new action. Workers register the actions they run by themselves.',
     params: refParams, body: actionBody, status: 200, otherStatuses: [201], response: oneOf(actionSchema),
+    scope: ({ params }) => actionScope(params.ref),
     errors: ['invalid_action'],
     async handle({ params, body, deps }) {
       const { action, created } = await putAction(deps.pool, params.ref, body);
@@ -45,6 +48,7 @@ export const actionRoutes = [
     description: 'Refused (409) while executions of the action are delayed, waiting, admitted or running. Its policies '
       + 'and schedules are deleted with it; ended executions stay as history.',
     params: refParams, status: 200, response: oneOf(actionSchema), errors: ['unknown_action', 'action_busy'],
+    scope: ({ params }) => actionScope(params.ref),
     async handle({ params, deps }) {
       const outcome = await deleteAction(deps.pool, params.ref);
       if (outcome.outcome === 'not_found') throw unknownAction(params.ref);
@@ -64,6 +68,7 @@ export const actionRoutes = [
     summary: 'Pause admission of an action',
     description: 'usher.pause_action: waiting executions stay in order, running ones finish, nothing new is admitted.',
     params: refParams, body: reasonBody, status: 200, response: oneOf(actionSchema), errors: ['unknown_action'],
+    scope: ({ params }) => actionScope(params.ref),
     async handle({ params, body, deps }) {
       const action = await pauseAction(deps.pool, params.ref, body?.reason ?? null);
       if (!action) throw unknownAction(params.ref);
@@ -74,6 +79,7 @@ export const actionRoutes = [
     method: 'post', path: '/actions/{ref}/resume', access: 'admin', operationId: 'resumeAction', tag: 'actions',
     summary: 'Resume admission of a paused action',
     params: refParams, status: 200, response: oneOf(actionSchema), errors: ['unknown_action'],
+    scope: ({ params }) => actionScope(params.ref),
     async handle({ params, deps }) {
       const action = await resumeAction(deps.pool, params.ref);
       if (!action) throw unknownAction(params.ref);

@@ -3,14 +3,17 @@ import { cancelExecution } from '../../queue/cancel.ts';
 import { enqueueReportingExisting } from '../../queue/enqueue.ts';
 import { countExecutions, findExecution, listExecutions, toExecutionRecord } from '../../queue/executions-read.ts';
 import { retryExecution } from '../../queue/retry.ts';
+import type { Caller } from '../auth.ts';
 import { ApiError } from '../errors.ts';
 import { executionSchema, executionStatsSchema, list, one as oneOf } from '../resources.ts';
 import { defineRoute, one, page, type ApiDeps } from '../route.ts';
+import { actionInScope, actionScope, allowedPacks } from '../scope.ts';
 import { executeBody, executionListQuery, idParams, reasonBody, wildcardPack } from '../schemas.ts';
 
-async function existingExecution(deps: ApiDeps, id: string) {
+/** The execution, if it exists and the caller may see it: one outside the token's packs is not found either. */
+async function existingExecution(deps: ApiDeps, id: string, caller: Caller | undefined) {
   const execution = await findExecution(deps.pool, id);
-  if (!execution) throw new ApiError('execution_not_found', `no execution with id ${id}`);
+  if (!execution || !actionInScope(caller, execution.action_ref)) throw new ApiError('execution_not_found', `no execution with id ${id}`);
   return execution;
 }
 
@@ -22,6 +25,7 @@ export const executionRoutes = [
       + 'holds (it has not ended), answers 200 with that execution instead.',
     body: executeBody, status: 201, otherStatuses: [200], response: oneOf(executionSchema),
     errors: ['unknown_action', 'action_disabled', 'invalid_execution'],
+    scope: ({ body }) => actionScope(body.action_ref),
     async handle({ body, deps }) {
       try {
         const [entry] = await enqueueReportingExisting(deps.pool, [{
@@ -51,7 +55,7 @@ export const executionRoutes = [
     summary: 'List executions, newest first',
     description: 'All filters combine with AND. Paged by page/per_page; before_id reads the page below an id in constant time.',
     query: executionListQuery, status: 200, response: list(executionSchema),
-    async handle({ query, deps }) {
+    async handle({ query, deps, caller }) {
       // action_ref "pack.*" is a pack filter; with pack_name as well, both must hold.
       const wildcard = wildcardPack(query.action_ref);
       const packs = [...new Set([wildcard, query.pack_name].filter((pack): pack is string => pack !== undefined))];
@@ -59,6 +63,7 @@ export const executionRoutes = [
         statuses: query.status,
         action_ref: wildcard === undefined ? query.action_ref : undefined,
         pack_refs: packs,
+        within_packs: allowedPacks(caller),
         enforcement_id: query.enforcement,
         parent_id: query.parent,
         created_after: query.created_after,
@@ -74,16 +79,16 @@ export const executionRoutes = [
     description: 'pending = delayed + requested + scheduled (not claimed yet); running includes canceling (still running '
       + 'until its worker stops it). total counts every status.',
     status: 200, response: oneOf(executionStatsSchema),
-    async handle({ deps }) {
-      return { body: one(await countExecutions(deps.pool)) };
+    async handle({ deps, caller }) {
+      return { body: one(await countExecutions(deps.pool, allowedPacks(caller))) };
     },
   }),
   defineRoute({
     method: 'get', path: '/executions/{id}', access: 'read', operationId: 'getExecution', tag: 'executions',
     summary: 'Read one execution',
     params: idParams, status: 200, response: oneOf(executionSchema), errors: ['execution_not_found'],
-    async handle({ params, deps }) {
-      return { body: one(await existingExecution(deps, params.id)) };
+    async handle({ params, deps, caller }) {
+      return { body: one(await existingExecution(deps, params.id, caller)) };
     },
   }),
   defineRoute({
@@ -93,7 +98,8 @@ export const executionRoutes = [
       + 'has stopped the handler. 409 when it has already ended.',
     params: idParams, body: reasonBody, status: 200, response: oneOf(executionSchema),
     errors: ['execution_not_found', 'execution_terminal'],
-    async handle({ params, body, deps }) {
+    async handle({ params, body, deps, caller }) {
+      if (caller?.packs) await existingExecution(deps, params.id, caller);
       const outcome = await cancelExecution(deps.pool, params.id, body?.reason).catch((error: unknown) => {
         if ((error as { code?: unknown }).code === 'execution_not_found') throw new ApiError('execution_not_found', `no execution with id ${params.id}`);
         throw error;
@@ -104,7 +110,7 @@ export const executionRoutes = [
       const message = outcome.status === 'canceling'
         ? 'cancel requested: the execution is running and its worker is stopping it'
         : 'execution cancelled';
-      return { body: one(await existingExecution(deps, params.id), message) };
+      return { body: one(await existingExecution(deps, params.id, caller), message) };
     },
   }),
   defineRoute({
@@ -113,14 +119,15 @@ export const executionRoutes = [
     description: 'usher.retry_execution: a failed, timeout, abandoned or cancelled execution goes back to its old place in '
       + 'its lane as a new attempt. 409 for any other status.',
     params: idParams, status: 200, response: oneOf(executionSchema), errors: ['execution_not_found', 'execution_not_retryable'],
-    async handle({ params, deps }) {
+    async handle({ params, deps, caller }) {
+      if (caller?.packs) await existingExecution(deps, params.id, caller);
       const outcome = await retryExecution(deps.pool, params.id);
       if (outcome.outcome === 'not_found') throw new ApiError('execution_not_found', `no execution with id ${params.id}`);
       if (outcome.outcome === 'not_retryable') {
         throw new ApiError('execution_not_retryable',
           `execution ${params.id} is ${outcome.status ?? 'gone'}; only failed, timeout, abandoned or cancelled executions can be retried`);
       }
-      return { body: one(await existingExecution(deps, params.id), `execution retried: it is ${outcome.status}`) };
+      return { body: one(await existingExecution(deps, params.id, caller), `execution retried: it is ${outcome.status}`) };
     },
   }),
 ];

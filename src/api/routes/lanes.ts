@@ -7,6 +7,7 @@ import { pauseLane, resumeLane, unblockLane } from '../../queue/lanes.ts';
 import { ApiError } from '../errors.ts';
 import { laneSchema, one as oneOf } from '../resources.ts';
 import { defineRoute, one } from '../route.ts';
+import { laneScope } from '../scope.ts';
 import { instant } from '../schemas.ts';
 
 const laneKey = z.string().max(1000)
@@ -31,6 +32,7 @@ export const laneRoutes = [
     summary: 'Pause admission into one lane until a time',
     description: 'usher.pause_lane: waiting executions keep their order; running ones finish.',
     body: pauseBody, status: 200, response: oneOf(laneSchema), errors: ['lane_not_found'],
+    scope: ({ body }) => laneScope(body.lane_key),
     async handle({ body, deps }) {
       const lane = await pauseLane(deps.pool, body.lane_key, body.until, body.reason ?? null);
       if (!lane) throw unknownLane(body.lane_key);
@@ -41,6 +43,7 @@ export const laneRoutes = [
     method: 'post', path: '/lanes/resume', access: 'admin', operationId: 'resumeLane', tag: 'lanes',
     summary: 'Lift a lane pause at once',
     body: laneBody, status: 200, response: oneOf(laneSchema), errors: ['lane_not_found'],
+    scope: ({ body }) => laneScope(body.lane_key),
     async handle({ body, deps }) {
       const lane = await resumeLane(deps.pool, body.lane_key);
       if (!lane) throw unknownLane(body.lane_key);
@@ -52,6 +55,7 @@ export const laneRoutes = [
     summary: 'Let a blocked lane move on without the execution that blocks it',
     description: 'usher.unblock_lane: the failed head stays failed; POST /executions/{id}/retry retries it instead.',
     body: laneBody, status: 200, response: oneOf(laneSchema), errors: ['lane_not_found'],
+    scope: ({ body }) => laneScope(body.lane_key),
     async handle({ body, deps }) {
       const lane = await unblockLane(deps.pool, body.lane_key);
       if (!lane) throw unknownLane(body.lane_key);

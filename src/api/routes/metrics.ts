@@ -5,6 +5,7 @@ import { defineRoute } from '../route.ts';
 export const metricsRoutes = [
   defineRoute({
     method: 'get', path: '/metrics', access: 'read', operationId: 'metrics', tag: 'system',
+    scope: 'queue',
     summary: 'Prometheus metrics',
     description: 'Queue gauges (usher_executions, usher_queue_length, usher_active_slots, usher_max_concurrent, '
       + 'usher_oldest_waiting_seconds), worker gauges (usher_worker_heartbeat_age_seconds, usher_worker_running), and, '

@@ -10,9 +10,11 @@ import {
   deletePolicy, findPolicy, listPolicies, listPoliciesOfAction, listPoliciesOfPack, writePolicy,
   type PolicyColumns, type PolicyRecord,
 } from '../../queue/policies.ts';
+import type { Caller } from '../auth.ts';
 import { ApiError } from '../errors.ts';
 import { list, one as oneOf, policySchema } from '../resources.ts';
-import { defineRoute, one, page, type ApiDeps } from '../route.ts';
+import { defineRoute, one, page, type ApiDeps, type NamedScope } from '../route.ts';
+import { actionScope, packInScope, packOf, packScope } from '../scope.ts';
 import {
   packParams, pageOnlyQuery, policyCreateBody, policyListQuery, policyParams, policyPutBody, refParams, type PolicyBody,
 } from '../schemas.ts';
@@ -72,11 +74,25 @@ async function write(deps: ApiDeps, ref: string, body: Omit<PolicyBody, 'ref'>, 
 
 const policyNotFound = (ref: string) => new ApiError('policy_not_found', `no policy named ${ref}`);
 
+/** The pack a policy governs: its action's, its own, or none (global). */
+function policyScope(ref: string, target: { action_ref?: string | null; pack_ref?: string | null }): NamedScope {
+  const pack = target.action_ref ? packOf(target.action_ref) : target.pack_ref ?? null;
+  return { pack, what: `policy ${ref} (scope ${target.action_ref ?? target.pack_ref ?? 'global'})` };
+}
+
+/** The policy, if it exists and governs one of the caller's packs: one outside them is not found either. */
+async function visiblePolicy(deps: ApiDeps, ref: string, caller: Caller | undefined) {
+  const policy = await findPolicy(deps.pool, ref);
+  if (!policy || !packInScope(caller, policyScope(ref, policy).pack)) throw policyNotFound(ref);
+  return policy;
+}
+
 export const policyRoutes = [
   defineRoute({
     method: 'get', path: '/policies', access: 'read', operationId: 'listPolicies', tag: 'policies',
     summary: 'List policies by ref',
     query: policyListQuery, status: 200, response: list(policySchema),
+    scope: 'queue',
     async handle({ query, deps }) {
       const result = await listPolicies(deps.pool, { enabled: query.enabled }, query);
       return { body: page(result.rows.map(toPolicyJson), result.total_items, query) };
@@ -88,6 +104,7 @@ export const policyRoutes = [
     description: 'Takes effect at once for new executions of its scope; a changed limit applies to lanes already waiting.',
     body: policyCreateBody, status: 201, response: oneOf(policySchema),
     errors: ['policy_exists', 'unknown_action', 'invalid_policy'],
+    scope: ({ body }) => policyScope(body.ref, toColumns(body)),
     async handle({ body, deps }) {
       const { policy } = await write(deps, body.ref, body, false);
       return { body: one(toPolicyJson(policy), 'policy created') };
@@ -97,10 +114,8 @@ export const policyRoutes = [
     method: 'get', path: '/policies/{ref}', access: 'read', operationId: 'getPolicy', tag: 'policies',
     summary: 'Read one policy',
     params: policyParams, status: 200, response: oneOf(policySchema), errors: ['policy_not_found'],
-    async handle({ params, deps }) {
-      const policy = await findPolicy(deps.pool, params.ref);
-      if (!policy) throw policyNotFound(params.ref);
-      return { body: one(toPolicyJson(policy)) };
+    async handle({ params, deps, caller }) {
+      return { body: one(toPolicyJson(await visiblePolicy(deps, params.ref, caller))) };
     },
   }),
   defineRoute({
@@ -110,7 +125,10 @@ export const policyRoutes = [
       + '(201) when there is none of that ref.',
     params: policyParams, body: policyPutBody, status: 200, otherStatuses: [201], response: oneOf(policySchema),
     errors: ['unknown_action', 'invalid_policy'],
-    async handle({ params, body, deps }) {
+    scope: ({ params, body }) => policyScope(params.ref, toColumns(body)),
+    async handle({ params, body, deps, caller }) {
+      // Replacing moves the policy: the one it replaces must be the caller's too.
+      if (caller?.packs && await findPolicy(deps.pool, params.ref)) await visiblePolicy(deps, params.ref, caller);
       if (body.ref !== undefined && body.ref !== params.ref) {
         throw new ApiError('invalid_request', `invalid body field ref: must equal the ref in the path (${params.ref})`,
           { details: [{ location: 'body', field: 'ref', message: 'must equal the ref in the path' }] });
@@ -126,7 +144,8 @@ export const policyRoutes = [
     summary: 'Delete a policy',
     description: 'Lanes of its scope then follow the next enabled policy of the scope, or drain without limit.',
     params: policyParams, status: 200, response: oneOf(policySchema), errors: ['policy_not_found'],
-    async handle({ params, deps }) {
+    async handle({ params, deps, caller }) {
+      if (caller?.packs) await visiblePolicy(deps, params.ref, caller);
       const policy = await deletePolicy(deps.pool, params.ref);
       if (!policy) throw policyNotFound(params.ref);
       return { body: one(toPolicyJson(policy), 'policy deleted') };
@@ -138,6 +157,7 @@ export const policyRoutes = [
     description: 'Its own, its pack\'s and the global policies, enabled or not, in precedence order: the first enabled one '
       + 'is in force.',
     params: refParams, query: pageOnlyQuery, status: 200, response: list(policySchema), errors: ['unknown_action'],
+    scope: ({ params }) => actionScope(params.ref),
     async handle({ params, query, deps }) {
       if (!(await findAction(deps.pool, params.ref))) throw new ApiError('unknown_action', `unknown action ${params.ref}`);
       const result = await listPoliciesOfAction(deps.pool, params.ref, query);
@@ -149,6 +169,7 @@ export const policyRoutes = [
     summary: 'Policies of a pack and of its actions',
     description: 'Pack-scoped policies first, then those of the pack\'s actions. Packs have no table: an unknown pack has none.',
     params: packParams, query: pageOnlyQuery, status: 200, response: list(policySchema),
+    scope: ({ params }) => packScope(params.ref),
     async handle({ params, query, deps }) {
       const result = await listPoliciesOfPack(deps.pool, params.ref, query);
       return { body: page(result.rows.map(toPolicyJson), result.total_items, query) };

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { streamExecutionEvents } from '../event-stream.ts';
 import { defineRoute } from '../route.ts';
+import { allowedPacks } from '../scope.ts';
 import { executionStreamHeaders, executionStreamQuery, wildcardPack } from '../schemas.ts';
 
 export const streamRoutes = [
@@ -17,9 +18,9 @@ export const streamRoutes = [
     query: executionStreamQuery, headers: executionStreamHeaders,
     status: 200, produces: 'text/event-stream',
     response: z.string().meta({ description: 'text/event-stream: "id: <position>\\nevent: execution\\ndata: <json>\\n\\n" per event.' }),
-    async handle({ query, deps, requestId, header }) {
+    async handle({ query, deps, requestId, header, caller }) {
       const wildcard = wildcardPack(query.action_ref);
-      const filter = wildcard === undefined ? { action_ref: query.action_ref } : { pack_ref: wildcard };
+      const filter = { ...(wildcard === undefined ? { action_ref: query.action_ref } : { pack_ref: wildcard }), within_packs: allowedPacks(caller) };
       const after = header('last-event-id') ?? query.last_event_id;
       return { send: (req, res) => streamExecutionEvents(deps, { filter, after, requestId }, req, res) };
     },

@@ -7,6 +7,7 @@ import { workerListQuery } from '../schemas.ts';
 export const workerRoutes = [
   defineRoute({
     method: 'get', path: '/workers', access: 'read', operationId: 'listWorkers', tag: 'workers',
+    scope: 'queue',
     summary: 'List worker processes, newest first',
     description: 'One row per worker process start (stopped and lost ones stay as history). heartbeat_age_seconds is by '
       + 'the database clock; running_count counts the executions it holds a lease on.',
