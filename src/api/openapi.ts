@@ -28,7 +28,8 @@ const commonErrors = (route: Route): ApiErrorCode[] => [
   ...(route.params || route.query || route.body ? ['invalid_request' as const] : []),
   ...(route.body ? ['invalid_json' as const, 'payload_too_large' as const, 'unsupported_media_type' as const] : []),
   ...(route.access === 'public' ? [] : ['unauthorized' as const, 'rate_limited' as const, 'overloaded' as const]),
-  ...(route.access === 'write' || route.access === 'admin' ? ['forbidden' as const] : []),
+  // A role below the route's, or (scope) a token limited to packs the request names none of.
+  ...(route.access === 'write' || route.access === 'admin' || route.scope ? ['forbidden' as const] : []),
   ...(route.access === 'public' && !route.errors?.length ? [] : ['database_unavailable' as const]),
   'internal_error',
 ];
