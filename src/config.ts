@@ -28,6 +28,7 @@ const envSchema = z.object({
   USHER_API_PORT: nonNegativeInt.max(65535).default(8080),
   USHER_API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   USHER_API_TOKENS: z.string().default('').transform((value, ctx) => parseApiTokens(value, ctx)),
+  USHER_MIGRATE: z.enum(['auto', 'check']).default('auto'),
   USHER_API_POOL_SIZE: positiveInt.max(1000).default(10),
   USHER_API_MAX_WAITING: nonNegativeInt.max(100_000).default(100),
   USHER_API_RATE_LIMIT: nonNegativeInt.max(1_000_000).default(200),
@@ -118,6 +119,12 @@ export interface Config {
   readonly apiHost: string;
   /** Bearer tokens of the HTTP API; empty means open, which only a loopback host allows. */
   readonly apiTokens: readonly ApiToken[];
+  /**
+   * `auto`: a process brings the schema up to date as it starts. `check`: it only checks that the
+   * schema is current and refuses to start otherwise, for processes that connect as a role without
+   * the right to change it (`usher_api`); `usher migrate`, run as the owner, migrates.
+   */
+  readonly migrateMode: 'auto' | 'check';
   /** Database connections of one API process. */
   readonly apiPoolSize: number;
   /**
@@ -157,6 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     apiPort: e.USHER_API_PORT,
     apiHost: e.USHER_API_HOST,
     apiTokens: Object.freeze(e.USHER_API_TOKENS.map((token) => Object.freeze({ ...token, ...(token.packs ? { packs: Object.freeze(token.packs) } : {}) }))),
+    migrateMode: e.USHER_MIGRATE,
     apiPoolSize: e.USHER_API_POOL_SIZE,
     apiMaxWaiting: e.USHER_API_MAX_WAITING,
     apiRateLimit: e.USHER_API_RATE_LIMIT,
