@@ -278,7 +278,14 @@ async function drain(run: Run): Promise<void> {
         (select to_jsonb(p) from usher.lane_policy(e.lane_key) p) as policy
       from usher.executions e left join usher.lanes l on l.lane_key = e.lane_key
       where e.status in ('delayed', 'requested', 'scheduled', 'running', 'canceling') order by e.id limit 5`);
-    throw new Error(`${(error as Error).message}; ${run.held.size} leases held; unfinished: ${JSON.stringify(rows)}`);
+    // Running rows against the leases the hunt's books hold, and the last endings (an 'abandoned' one
+    // is a lease that expired: one the books did not hold shows as a running row held by nobody).
+    const { rows: running } = await pool.query<{ id: string; lease_token: string; attempt: number; worker_id: string; lease_expires_at: Date }>(
+      `select id, lease_token, attempt, worker_id, lease_expires_at from usher.executions where status in ('running', 'canceling') order by id`);
+    const leases = running.map((row) => ({ ...row, held_by_books: run.held.get(row.id)?.claim.lease_token === row.lease_token }));
+    const { rows: endings } = await pool.query(`select id, status, attempt, worker_id from public.chaos_endings order by seq desc limit 8`);
+    throw new Error(`${(error as Error).message}; ${run.held.size} leases held; unfinished: ${JSON.stringify(rows)}; running: ${JSON.stringify(leases)}; `
+      + `last endings: ${JSON.stringify(endings)}; errors in the program: ${JSON.stringify([...run.deadlocks, ...run.unexpected])}`);
   });
 }
 
