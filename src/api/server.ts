@@ -56,6 +56,11 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
   if (options.tokens.length === 0) {
     options.log.warn({ event: 'api:open', url }, 'USHER_API_TOKENS is empty: the API accepts every request without a token (loopback only)');
   }
+  if (options.tokens.length > 0 && !options.tokens.some((token) => token.role === 'admin' && !token.packs)) {
+    // Write tokens once ran the operator routes too; say where they went rather than leave only 403s.
+    options.log.warn({ event: 'api:no_admin_token', url },
+      'no admin token without a pack limit in USHER_API_TOKENS: changing actions, policies and lanes of every pack needs an admin:<token> entry (or SQL)');
+  }
   options.log.info({
     event: 'api:listening', url, port, auth: options.tokens.length === 0 ? 'open' : 'bearer',
     read_tokens: options.tokens.filter((token) => token.role === 'read').length,

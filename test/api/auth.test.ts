@@ -143,6 +143,18 @@ describe('bearer tokens', () => {
     }
   });
 
+  it('warns at start when no token may run the admin routes of every pack, and not when one may', async () => {
+    expect(api.logs.filter((line) => line.event === 'api:no_admin_token')).toEqual([]);
+    for (const apiTokens of [[{ role: 'write' as const, token: WRITE_TOKEN }], [{ role: 'admin' as const, token: ADMIN_TOKEN, packs: ['demo'] }]]) {
+      const limited = await startTestApi({ database: api.t, apiTokens });
+      try {
+        expect(limited.logs.filter((line) => line.event === 'api:no_admin_token').map((line) => line.level)).toEqual(['warn']);
+      } finally {
+        await limited.close();
+      }
+    }
+  });
+
   it('matches the route the test helper checks responses against', () => {
     expect(routeFor('GET', '/api/v1/executions/stats')?.operationId).toBe('executionStats');
     expect(routeFor('GET', '/api/v1/executions/12')?.operationId).toBe('getExecution');
