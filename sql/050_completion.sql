@@ -185,12 +185,25 @@ returns text
 language plpgsql
 as $$
 declare
-  v_status text;
+  v_lane_key text;
+  v_execution usher.executions;
 begin
+  -- Lane, then row, as everywhere; the status is read under the row lock. Read without it, a cancel
+  -- committing in between made the hand-back's update find nothing: it answered "lease lost" and
+  -- left the execution canceling, holding its slot until the lease expired.
+  select e.lane_key into v_lane_key from usher.executions e where e.id = p_id;
+  if v_lane_key is not null then
+    perform usher.lock_lane(v_lane_key);
+  end if;
+  select * into v_execution from usher.executions e
+  where e.id = p_id
+  for update;
+  if v_execution.lease_token is distinct from p_lease_token or v_execution.status not in ('running', 'canceling') then
+    return null;
+  end if;
   -- A pending cancel wins over a hand-back.
-  select e.status into v_status from usher.executions e where e.id = p_id and e.lease_token = p_lease_token;
-  if v_status = 'canceling' then
-    return usher.end_execution(p_id, p_lease_token, 'cancelled', null, 'worker shut down while canceling');
+  if v_execution.status = 'canceling' then
+    return usher.conclude_attempt(p_id, p_lease_token, 'cancelled', null, 'worker shut down while canceling', false);
   end if;
 
   update usher.executions e
@@ -201,15 +214,9 @@ begin
     lease_expires_at = null,
     started_at = null,
     updated_at = clock_timestamp()
-  where e.id = p_id
-    and e.lease_token = p_lease_token
-    and e.status = 'running'
-  returning e.status into v_status;
-  if not found then
-    return null;
-  end if;
+  where e.id = p_id;
   perform pg_notify('usher.execution_scheduled', '');
-  return v_status;
+  return 'scheduled';
 end
 $$;
 

@@ -260,7 +260,15 @@ async function drain(run: Run): Promise<void> {
   for (const [ref, threshold] of Object.entries(THRESHOLDS)) {
     await pool.query('update usher.policies set threshold = $2, enabled = true where ref = $1', [ref, threshold]);
   }
+  const started = Date.now();
+  let reportedSlow = false;
   await waitFor(async () => {
+    if (!reportedSlow && Date.now() - started > 5_000) {
+      // A drain normally takes a few passes. One that waits is most likely waiting for a lease to
+      // expire (30 s): say which, for the next reader, without failing the run on that alone.
+      reportedSlow = true;
+      console.warn(`concurrency hunt: drain still waiting after 5 s: ${await runningAgainstBooks(run)}`);
+    }
     for (const { claim } of [...run.held.values()]) marked(run, claim, await calls.completeExecution(pool, claim, '{}'));
     await pool.query('select usher.unblock_lane(lane_key) from usher.lanes where blocked_by is not null');
     await releaseDueDelayedInTurn(clients[0]!);
@@ -271,22 +279,29 @@ async function drain(run: Run): Promise<void> {
     const { rows } = await pool.query<{ n: number }>(
       `select count(*)::int as n from usher.executions where status in ('delayed', 'requested', 'scheduled', 'running', 'canceling')`);
     return rows[0]!.n === 0;
-  }, { what: 'the queue drained', timeoutMs: 30_000, intervalMs: 20 }).catch(async (error: unknown) => {
+  }, { what: 'the queue drained', timeoutMs: 60_000, intervalMs: 20 }).catch(async (error: unknown) => {
     // What is stuck, and the state of its lane, so a failure can be read without a replay.
     const { rows } = await pool.query(`
       select e.id, e.action_ref, e.status, e.lane_key, e.queue_position, e.run_at, e.attempt, to_jsonb(l) as lane,
         (select to_jsonb(p) from usher.lane_policy(e.lane_key) p) as policy
       from usher.executions e left join usher.lanes l on l.lane_key = e.lane_key
       where e.status in ('delayed', 'requested', 'scheduled', 'running', 'canceling') order by e.id limit 5`);
-    // Running rows against the leases the hunt's books hold, and the last endings (an 'abandoned' one
-    // is a lease that expired: one the books did not hold shows as a running row held by nobody).
-    const { rows: running } = await pool.query<{ id: string; lease_token: string; attempt: number; worker_id: string; lease_expires_at: Date }>(
-      `select id, lease_token, attempt, worker_id, lease_expires_at from usher.executions where status in ('running', 'canceling') order by id`);
-    const leases = running.map((row) => ({ ...row, held_by_books: run.held.get(row.id)?.claim.lease_token === row.lease_token }));
-    const { rows: endings } = await pool.query(`select id, status, attempt, worker_id from public.chaos_endings order by seq desc limit 8`);
-    throw new Error(`${(error as Error).message}; ${run.held.size} leases held; unfinished: ${JSON.stringify(rows)}; running: ${JSON.stringify(leases)}; `
-      + `last endings: ${JSON.stringify(endings)}; errors in the program: ${JSON.stringify([...run.deadlocks, ...run.unexpected])}`);
+    throw new Error(`${(error as Error).message}; ${run.held.size} leases held; unfinished: ${JSON.stringify(rows)}; ${await runningAgainstBooks(run)}`);
   });
+}
+
+/**
+ * Running rows against the leases the hunt's books hold (a lease they do not hold can only end by
+ * expiring), the last endings, and the program's errors.
+ */
+async function runningAgainstBooks(run: Run): Promise<string> {
+  const pool = chaos.t.pool;
+  const { rows: running } = await pool.query<{ id: string; lease_token: string }>(
+    `select id, status, lane_key, lease_token, attempt, worker_id, lease_expires_at, started_at from usher.executions
+     where status in ('running', 'canceling') order by id`);
+  const leases = running.map((row) => ({ ...row, held_by_books: run.held.get(row.id)?.claim.lease_token === row.lease_token }));
+  const { rows: endings } = await pool.query(`select id, status, attempt, worker_id from public.chaos_endings order by seq desc limit 8`);
+  return `running: ${JSON.stringify(leases)}; last endings: ${JSON.stringify(endings)}; errors in the program: ${JSON.stringify([...run.deadlocks, ...run.unexpected])}`;
 }
 
 async function check(run: Run): Promise<void> {
@@ -317,7 +332,7 @@ async function check(run: Run): Promise<void> {
   expect(run.ids.filter((id) => !present.has(id) && !endedIds.has(id)), 'executions lost').toEqual([]);
 }
 
-it(`finds no deadlock and no broken invariant in ${RUNS} programs of ${COMMANDS} operations on ${CONNECTIONS} connections (seed ${SEED})`, { timeout: scale(120_000, 1_200_000) }, async () => {
+it(`finds no deadlock and no broken invariant in ${RUNS} programs of ${COMMANDS} operations on ${CONNECTIONS} connections (seed ${SEED})`, { timeout: scale(240_000, 1_200_000) }, async () => {
   console.log(`concurrency hunt: seed ${SEED} (replay with USHER_HUNT_SEED=${SEED})`);
   const totals: Record<string, number> = {};
   let executions = 0;

@@ -172,3 +172,28 @@ it('a cancel of an execution being admitted takes the lane before the row, so it
     expect(await checkInvariants(t.pool)).toEqual([]);
   }
 });
+
+it('a hand-back that meets a cancel of the same running execution ends it cancelled, not lost with its slot held until the lease expires', async () => {
+  const { rows: [first, next] } = await t.pool.query<{ id: string }>(`insert into usher.executions (action_ref) values ('k.one'), ('k.one') returning id`);
+  await admitQueued(t.pool);
+  const [claim] = await calls.claimScheduled(t.pool, workerId, ['k.one'], 1, 30);
+  expect(claim!.id).toBe(first!.id);
+
+  // The cancel makes it canceling and stays open; the hand-back comes in behind it.
+  const canceller = await connection();
+  await canceller.client.query('begin');
+  expect((await canceller.client.query(`select status, changed from usher.cancel_execution($1, 'race')`, [first!.id])).rows)
+    .toEqual([{ status: 'canceling', changed: true }]);
+  const shutdown = await connection();
+  const handBack = calls.handBackExecution(shutdown.client, claim!);
+  await waitingOnLock(shutdown.pid, 'the hand-back to wait for the cancel');
+  await canceller.client.query('commit');
+
+  expect(await outcomes({ handBack })).toEqual({ handBack: 'cancelled' });
+  await admitQueued(t.pool);
+  expect((await t.pool.query('select id, status from usher.executions order by id')).rows)
+    .toEqual([{ id: first!.id, status: 'cancelled' }, { id: next!.id, status: 'scheduled' }]);
+  expect((await t.pool.query(`select active_count from usher.lanes where lane_key = 'action:k.one'`)).rows).toEqual([{ active_count: 1 }]);
+  expect(await checkInvariants(t.pool)).toEqual([]);
+  await Promise.all([canceller.client.end(), shutdown.client.end()]);
+});
