@@ -180,17 +180,17 @@ $$;
 comment on function usher.time_out_execution(bigint, uuid, text) is
   'Handler overran its timeout_seconds: retried if retries are left, else timeout. Null when the lease is no longer held.';
 
-create or replace function usher.hand_back_execution(p_id bigint, p_lease_token uuid)
-returns text
+create or replace function usher.lock_held_execution(p_id bigint, p_lease_token uuid)
+returns usher.executions
 language plpgsql
 as $$
 declare
   v_lane_key text;
   v_execution usher.executions;
 begin
-  -- Lane, then row, as everywhere; the status is read under the row lock. Read without it, a cancel
-  -- committing in between made the hand-back's update find nothing: it answered "lease lost" and
-  -- left the execution canceling, holding its slot until the lease expired.
+  -- Lane, then row, as everywhere (lane_key never changes while an execution holds a slot, so it can
+  -- be read before the lock). The status is read under the row lock: read before it, a cancel
+  -- committing in between left a caller's guarded update nothing to change.
   select e.lane_key into v_lane_key from usher.executions e where e.id = p_id;
   if v_lane_key is not null then
     perform usher.lock_lane(v_lane_key);
@@ -201,7 +201,26 @@ begin
   if v_execution.lease_token is distinct from p_lease_token or v_execution.status not in ('running', 'canceling') then
     return null;
   end if;
-  -- A pending cancel wins over a hand-back.
+  return v_execution;
+end
+$$;
+
+comment on function usher.lock_held_execution(bigint, uuid) is
+  'Locks an execution''s lane and row and returns the row while p_lease_token still holds it (running or canceling); null otherwise. For the marks that change more than the outcome (hand-back, postpone).';
+
+create or replace function usher.hand_back_execution(p_id bigint, p_lease_token uuid)
+returns text
+language plpgsql
+as $$
+declare
+  v_execution usher.executions;
+begin
+  v_execution := usher.lock_held_execution(p_id, p_lease_token);
+  if v_execution.id is null then
+    return null;
+  end if;
+  -- A pending cancel wins over a hand-back: without the locks above, a cancel committing meanwhile
+  -- made this answer "lease lost" and left the execution canceling, its slot held until the lease expired.
   if v_execution.status = 'canceling' then
     return usher.conclude_attempt(p_id, p_lease_token, 'cancelled', null, 'worker shut down while canceling', false);
   end if;
@@ -232,16 +251,11 @@ declare
   v_execution usher.executions;
   v_now timestamptz := clock_timestamp();
 begin
-  select e.lane_key into v_lane_key from usher.executions e where e.id = p_id;
-  if v_lane_key is not null then
-    perform usher.lock_lane(v_lane_key);
-  end if;
-  select * into v_execution from usher.executions e
-  where e.id = p_id
-  for update;
-  if v_execution.lease_token is distinct from p_lease_token or v_execution.status not in ('running', 'canceling') then
+  v_execution := usher.lock_held_execution(p_id, p_lease_token);
+  if v_execution.id is null then
     return null;
   end if;
+  v_lane_key := v_execution.lane_key;
   if v_execution.status = 'canceling' then
     return usher.conclude_attempt(p_id, p_lease_token, 'cancelled', null, 'cancelled while postponing', false);
   end if;
