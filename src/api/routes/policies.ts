@@ -81,7 +81,7 @@ function policyScope(ref: string, target: { action_ref?: string | null; pack_ref
 }
 
 /** The policy, if it exists and governs one of the caller's packs: one outside them is not found either. */
-async function visiblePolicy(deps: ApiDeps, ref: string, caller: Caller | undefined) {
+async function existingPolicy(deps: ApiDeps, ref: string, caller: Caller | undefined) {
   const policy = await findPolicy(deps.pool, ref);
   if (!policy || !packInScope(caller, policyScope(ref, policy).pack)) throw policyNotFound(ref);
   return policy;
@@ -115,7 +115,7 @@ export const policyRoutes = [
     summary: 'Read one policy',
     params: policyParams, status: 200, response: oneOf(policySchema), errors: ['policy_not_found'],
     async handle({ params, deps, caller }) {
-      return { body: one(toPolicyJson(await visiblePolicy(deps, params.ref, caller))) };
+      return { body: one(toPolicyJson(await existingPolicy(deps, params.ref, caller))) };
     },
   }),
   defineRoute({
@@ -127,8 +127,11 @@ export const policyRoutes = [
     errors: ['unknown_action', 'invalid_policy'],
     scope: ({ params, body }) => policyScope(params.ref, toColumns(body)),
     async handle({ params, body, deps, caller }) {
-      // Replacing moves the policy: the one it replaces must be the caller's too.
-      if (caller?.packs && await findPolicy(deps.pool, params.ref)) await visiblePolicy(deps, params.ref, caller);
+      // Replacing moves the policy: the one it replaces, if any, must be the caller's too.
+      if (caller?.packs) {
+        const replaced = await findPolicy(deps.pool, params.ref);
+        if (replaced && !packInScope(caller, policyScope(params.ref, replaced).pack)) throw policyNotFound(params.ref);
+      }
       if (body.ref !== undefined && body.ref !== params.ref) {
         throw new ApiError('invalid_request', `invalid body field ref: must equal the ref in the path (${params.ref})`,
           { details: [{ location: 'body', field: 'ref', message: 'must equal the ref in the path' }] });
@@ -145,7 +148,7 @@ export const policyRoutes = [
     description: 'Lanes of its scope then follow the next enabled policy of the scope, or drain without limit.',
     params: policyParams, status: 200, response: oneOf(policySchema), errors: ['policy_not_found'],
     async handle({ params, deps, caller }) {
-      if (caller?.packs) await visiblePolicy(deps, params.ref, caller);
+      if (caller?.packs) await existingPolicy(deps, params.ref, caller);
       const policy = await deletePolicy(deps.pool, params.ref);
       if (!policy) throw policyNotFound(params.ref);
       return { body: one(toPolicyJson(policy), 'policy deleted') };
