@@ -1,6 +1,6 @@
 /**
- * The TypeScript client: enqueue (inside the caller's own transaction when given their client),
- * read, cancel, and wait for an execution to end. Errors are UsherErrors whose codes are the HTTP
+ * The TypeScript client: enqueue one or many (inside the caller's own transaction when given their
+ * client), read, cancel, and wait for an execution to end. Errors are UsherErrors whose codes are the HTTP
  * API's: unknown_action, action_disabled, invalid_params, invalid_execution, execution_not_found,
  * execution_terminal, database_unavailable, plus wait_timeout for waitFor.
  *
@@ -16,7 +16,7 @@ import { isTransientDatabaseError, UsherError } from './errors.ts';
 import { idString } from './api/schemas.ts';
 import { createLogger, type Logger } from './log.ts';
 import { cancelExecution } from './queue/cancel.ts';
-import { enqueue, type EnqueueInput } from './queue/enqueue.ts';
+import { enqueue, enqueueMany, type EnqueueInput } from './queue/enqueue.ts';
 import { findExecution, toExecutionRecord, type ExecutionRecord } from './queue/executions-read.ts';
 
 export interface ClientOptions {
@@ -34,6 +34,11 @@ export interface EnqueueOptions extends Omit<EnqueueInput, 'action_ref' | 'param
   readonly client?: Queryable;
 }
 
+export interface EnqueueManyOptions {
+  /** Your client inside an open transaction: the executions are queued only if you commit. */
+  readonly client?: Queryable;
+}
+
 export interface WaitOptions {
   /** Rejects with wait_timeout after this long (default: wait forever). */
   readonly timeoutMs?: number;
@@ -42,6 +47,11 @@ export interface WaitOptions {
 
 export interface UsherClient {
   enqueue(actionRef: string, params?: Record<string, unknown>, options?: EnqueueOptions): Promise<ExecutionRecord>;
+  /**
+   * Enqueues every input in one statement, all or none; they join their lanes in this order, and the
+   * answer follows it. An input whose idempotency_key is held gets the execution that holds it.
+   */
+  enqueueMany(executions: readonly EnqueueInput[], options?: EnqueueManyOptions): Promise<ExecutionRecord[]>;
   /** Throws execution_not_found for an unknown id. */
   get(id: string): Promise<ExecutionRecord>;
   /** Ends a waiting execution, or asks a running one's worker to stop it (status canceling); execution_terminal if it already ended. */
@@ -111,6 +121,11 @@ export function createClient(options: ClientOptions): UsherClient {
     async enqueue(actionRef, params = {}, { client, ...rest } = {}) {
       const execution = await mapped(enqueue(client ?? pool, { ...rest, action_ref: actionRef, params }));
       return toExecutionRecord(execution as unknown as Record<string, unknown>);
+    },
+
+    async enqueueMany(executions, { client } = {}) {
+      const enqueued = await mapped(enqueueMany(client ?? pool, executions));
+      return enqueued.map((execution) => toExecutionRecord(execution as unknown as Record<string, unknown>));
     },
 
     get: (id) => mapped(existing(id)),

@@ -1,5 +1,5 @@
-/** Usher's TypeScript API: the client (enqueue, get, cancel, waitFor), or embed a worker or executor. */
-export { createClient, type ClientOptions, type EnqueueOptions, type UsherClient, type WaitOptions } from './client.ts';
+/** Usher's TypeScript API: the client (enqueue, enqueueMany, get, cancel, waitFor), or embed a worker or executor. */
+export { createClient, type ClientOptions, type EnqueueManyOptions, type EnqueueOptions, type UsherClient, type WaitOptions } from './client.ts';
 export type { ExecutionRecord } from './queue/executions-read.ts';
 export { enqueue, enqueueMany, type EnqueueInput } from './queue/enqueue.ts';
 export { cancelExecution, type CancelResult } from './queue/cancel.ts';

@@ -108,7 +108,7 @@ function apiRouter(routes: readonly Route[], deps: ApiDeps, auth: Authenticator,
           if (route.scope === 'queue') requireWholeQueue(input.caller);
           else if (route.scope) {
             const named = route.scope(input as never);
-            requirePack(input.caller, named.pack, named.what);
+            for (const one of 'pack' in named ? [named] : named) requirePack(input.caller, one.pack, one.what);
           }
           if (route.access === 'admin') {
             await auditAdminRequest(deps.pool, deps.log, {

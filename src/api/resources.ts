@@ -52,6 +52,11 @@ export const executionSchema = z.object({
   updated_at: time,
 }).meta({ id: 'Execution', description: 'A row of usher.executions (without its lease token).' });
 
+export const batchEntrySchema = z.object({
+  existing: z.boolean().meta({ description: 'true: the idempotency key was held, and this is the execution that holds it; nothing was inserted for this item.' }),
+  execution: executionSchema,
+}).meta({ id: 'BatchEntry' });
+
 export const executionStatsSchema = z.object({
   total: z.number().int(),
   completed: z.number().int(),

@@ -71,10 +71,11 @@ interface RouteShape<P, Q, B> {
   /**
    * What the route is about, for a token limited to packs (scope.ts): `queue`, the whole queue
    * (refused to such a token), or the pack its inputs name (null: the global scope), refused before
-   * the handler runs when outside the token's packs. Routes without it filter by the caller's packs
-   * themselves, or reach things by id and check them once read.
+   * the handler runs when outside the token's packs; a request that names several (a batch) is
+   * refused when any is outside. Routes without it filter by the caller's packs themselves, or
+   * reach things by id and check them once read.
    */
-  readonly scope?: 'queue' | ((input: Pick<RouteInput<P, Q, B>, 'params' | 'query' | 'body'>) => NamedScope);
+  readonly scope?: 'queue' | ((input: Pick<RouteInput<P, Q, B>, 'params' | 'query' | 'body'>) => NamedScope | readonly NamedScope[]);
   readonly handle: (input: RouteInput<P, Q, B>) => Promise<Reply>;
 }
 

@@ -82,6 +82,14 @@ export const executeBody = z.strictObject({
   enforcement_id: idString.optional().meta({ description: 'Provenance: the rule enforcement that caused it.' }),
 });
 
+/** The most executions one batch request may enqueue (each item as in executeBody; the body limit applies too). */
+export const maxBatchExecutions = 1000;
+
+export const executeBatchBody = z.strictObject({
+  executions: z.array(executeBody).min(1).max(maxBatchExecutions)
+    .meta({ description: `1 to ${maxBatchExecutions} executions, each as the body of POST /executions/execute; they join their lanes in this order.` }),
+});
+
 /** A position in the execution event log: 0 (before the first event) or a bigint, as digits. */
 const eventPosition = z.string()
   .regex(/^(0|[1-9][0-9]{0,18})$/, 'must be an event id received from this stream: a whole number, 0 for the oldest kept')

@@ -65,6 +65,13 @@ export async function findAction(db: Queryable, ref: string): Promise<ActionReco
   return result.rows[0];
 }
 
+/** Whether each of these actions is enabled, by ref; refs without an action are absent. */
+export async function enabledByRef(db: Queryable, refs: readonly string[]): Promise<Map<string, boolean>> {
+  const { rows } = await db.query<{ ref: string; enabled: boolean }>(
+    'select a.ref, a.enabled from usher.actions a where a.ref = any($1::text[])', [[...new Set(refs)]]);
+  return new Map(rows.map((row) => [row.ref, row.enabled]));
+}
+
 /**
  * Creates the action, or changes the settings given on an existing one; settings left out keep their
  * value (a new action takes the column defaults). `created` tells which happened.

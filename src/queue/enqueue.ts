@@ -70,27 +70,42 @@ export async function enqueueReportingExisting(
     throw toEnqueueError(error);
   }
   // Inserted rows keep the order of their inputs; an input that was skipped met an existing key.
-  const answer: { execution: Execution; existing: boolean }[] = [];
+  const answer: ({ execution: Execution; existing: boolean } | undefined)[] = [];
+  const skipped: number[] = [];
   let next = 0;
-  for (const input of inputs) {
+  for (const [index, input] of inputs.entries()) {
     const row = inserted[next];
     if (row && row.action_ref === input.action_ref && row.idempotency_key === (input.idempotency_key ?? null)) {
       answer.push({ execution: row, existing: false });
       next += 1;
     } else {
-      answer.push(await existingOrNew(db, input));
+      answer.push(undefined);
+      skipped.push(index);
     }
   }
-  return answer;
+  if (skipped.length > 0) {
+    const holders = await keyHolders(db, skipped.map((index) => inputs[index]!));
+    // A holder that ended between the insert and this read frees its key: those inputs are enqueued again.
+    const freed = skipped.filter((index) => !holders.has(holdingKey(inputs[index]!)));
+    const again = freed.length > 0 ? await enqueueReportingExisting(db, freed.map((index) => inputs[index]!)) : [];
+    for (const index of skipped) {
+      const holder = holders.get(holdingKey(inputs[index]!));
+      answer[index] = holder ? { execution: holder, existing: true } : again[freed.indexOf(index)];
+    }
+  }
+  return answer as { execution: Execution; existing: boolean }[];
 }
 
-/** The execution that holds an idempotency key; if it ended meanwhile, a new one. */
-async function existingOrNew(db: Queryable, input: EnqueueInput): Promise<{ execution: Execution; existing: boolean }> {
+const holdingKey = (input: EnqueueInput): string => JSON.stringify([input.action_ref, input.idempotency_key]);
+
+/** The executions that hold these inputs' idempotency keys (not ended), by holdingKey; one read for the lot. */
+async function keyHolders(db: Queryable, inputs: readonly EnqueueInput[]): Promise<Map<string, Execution>> {
   const { rows } = await db.query<Execution>(
-    `select * from usher.executions
-     where action_ref = $1 and idempotency_key = $2 and completed_at is null`,
-    [input.action_ref, input.idempotency_key],
+    `select e.* from usher.executions e
+     join unnest($1::text[], $2::text[]) as k (action_ref, idempotency_key)
+       on e.action_ref = k.action_ref and e.idempotency_key = k.idempotency_key
+     where e.completed_at is null`,
+    [inputs.map((input) => input.action_ref), inputs.map((input) => input.idempotency_key)],
   );
-  const [again] = rows[0] ? [] : await enqueueReportingExisting(db, [input]);
-  return rows[0] ? { execution: rows[0], existing: true } : again!;
+  return new Map(rows.map((row) => [holdingKey(row as unknown as EnqueueInput), row]));
 }

@@ -114,6 +114,112 @@ describe('POST /executions/execute', () => {
   });
 });
 
+describe('POST /executions/execute-batch', () => {
+  const batch = (executions: unknown[]) => api.request('POST', '/executions/execute-batch', { body: { executions } });
+  const lanePositions = async (ids: string[]) => (await api.t.pool.query<{ id: string; queue_position: string }>(
+    'select id::text, queue_position::text from usher.executions where id = any($1::bigint[]) order by queue_position', [ids])).rows.map((row) => row.id);
+
+  it('enqueues every item with 201, answering each stored row in the order given, lane items in that order in their lane', async () => {
+    const before = await count();
+    const res = await batch([
+      { action_ref: 'demo.limited', parameters: { n: 1 } },
+      { action_ref: 'demo.free', parameters: { n: 2 }, max_retries: 4 },
+      { action_ref: 'demo.limited', parameters: { n: 3 }, timeout_seconds: 9 },
+      { action_ref: 'demo.limited', parameters: { n: 4 }, run_at: '2099-01-01T00:00:00Z' },
+      { action_ref: 'demo.limited', parameters: { n: 5 } },
+    ]);
+    expect(res.status).toBe(201);
+    expect(res.body).not.toHaveProperty('message');
+    expect(res.body.data.map((entry: { existing: boolean; execution: { params: unknown; status: string } }) =>
+      [entry.existing, entry.execution.params, entry.execution.status])).toEqual([
+      [false, { n: 1 }, 'requested'], [false, { n: 2 }, 'scheduled'], [false, { n: 3 }, 'requested'],
+      [false, { n: 4 }, 'delayed'], [false, { n: 5 }, 'requested'],
+    ]);
+    for (const entry of res.body.data) expect(entry.execution).toEqual(await executionJson(api.t.pool, entry.execution.id));
+    expect(res.body.data[1].execution.max_retries).toBe(4);
+    expect(res.body.data[2].execution.timeout_seconds).toBe(9);
+    const ids: string[] = res.body.data.map((entry: { execution: { id: string } }) => entry.execution.id);
+    expect([...ids].sort((a, b) => Number(a) - Number(b))).toEqual(ids);
+    // The delayed one has no place in its lane until its run_at.
+    expect(await lanePositions([ids[0]!, ids[2]!, ids[4]!])).toEqual([ids[0], ids[2], ids[4]]);
+    expect(await count()).toBe(before + 5);
+  });
+
+  it('answers the holder of an idempotency key, also one taken earlier in the same batch, and 200 when every item existed', async () => {
+    const held = await api.request('POST', '/executions/execute', { body: { action_ref: 'demo.limited', parameters: { k: 0 }, idempotency_key: 'held' } });
+    const before = await count();
+    const items = [
+      { action_ref: 'demo.limited', parameters: { k: 1 }, idempotency_key: 'fresh' },
+      { action_ref: 'demo.limited', parameters: { k: 2 }, idempotency_key: 'held' },
+      { action_ref: 'demo.limited', parameters: { k: 3 }, idempotency_key: 'fresh' },
+      { action_ref: 'demo.free', parameters: { k: 4 }, idempotency_key: 'fresh' },
+    ];
+    const first = await batch(items);
+    expect(first.status).toBe(201);
+    expect(first.body.message).toBe('2 enqueued; 2 held an idempotency key and returned the execution that holds it');
+    const entries = first.body.data as { existing: boolean; execution: { id: string; action_ref: string; params: unknown } }[];
+    expect(entries.map((entry) => [entry.existing, entry.execution.action_ref, entry.execution.params])).toEqual([
+      [false, 'demo.limited', { k: 1 }], [true, 'demo.limited', { k: 0 }], [true, 'demo.limited', { k: 1 }], [false, 'demo.free', { k: 4 }],
+    ]);
+    expect(entries[1]!.execution.id).toBe(held.body.data.id);
+    expect(entries[2]!.execution.id).toBe(entries[0]!.execution.id);
+    expect(await count()).toBe(before + 2);
+
+    const again = await batch(items);
+    expect(again.status).toBe(200);
+    expect(again.body.message).toBe('0 enqueued; 4 held an idempotency key and returned the execution that holds it');
+    expect(again.body.data.map((entry: { existing: boolean; execution: { id: string } }) => [entry.existing, entry.execution.id]))
+      .toEqual(entries.map((entry) => [true, entry.execution.id]));
+    expect(await count()).toBe(before + 2);
+  });
+
+  it('refuses the whole batch when any action is unknown (404) or disabled (409), naming every bad item and storing nothing', async () => {
+    const before = await snapshot(api.t.pool);
+    const mixed = await batch([
+      { action_ref: 'demo.free', parameters: {} },
+      { action_ref: 'demo.off', parameters: {} },
+      { action_ref: 'demo.nope', parameters: {} },
+    ]);
+    expect(mixed.status).toBe(404);
+    expect(mixed.body.error).toEqual({
+      code: 'unknown_action',
+      message: 'executions.2.action_ref: unknown action demo.nope; nothing was enqueued (and 1 more)',
+      request_id: expect.any(String),
+      details: [
+        { location: 'body', field: 'executions.1.action_ref', message: 'action demo.off is disabled' },
+        { location: 'body', field: 'executions.2.action_ref', message: 'unknown action demo.nope' },
+      ],
+    });
+    const disabled = await batch([{ action_ref: 'demo.free', parameters: {} }, { action_ref: 'demo.off', parameters: {} }]);
+    expect([disabled.status, disabled.body.error.code, disabled.body.error.message])
+      .toEqual([409, 'action_disabled', 'executions.1.action_ref: action demo.off is disabled; nothing was enqueued']);
+    expect(await snapshot(api.t.pool)).toEqual(before);
+  });
+
+  it('names each bad field of each item in a 400, and refuses an empty batch and one over 1,000 items', async () => {
+    const before = await snapshot(api.t.pool);
+    const bad = await batch([{ action_ref: 'demo.free', parameters: {} }, { action_ref: 'demo.free', parameters: [1], extra: 1 }]);
+    expect([bad.status, bad.body.error.code]).toEqual([400, 'invalid_request']);
+    expect(bad.body.error.details).toEqual([
+      { location: 'body', field: 'executions.1.parameters', message: 'Invalid input: expected record, received array' },
+      { location: 'body', field: 'executions.1.extra', message: 'unknown field' },
+    ]);
+    const empty = await batch([]);
+    expect([empty.status, empty.body.error.details]).toEqual([400, [
+      { location: 'body', field: 'executions', message: 'Too small: expected array to have >=1 items' },
+    ]]);
+    const tooMany = await batch(Array.from({ length: 1001 }, () => ({ action_ref: 'demo.free', parameters: {} })));
+    expect([tooMany.status, tooMany.body.error.details]).toEqual([400, [
+      { location: 'body', field: 'executions', message: 'Too big: expected array to have <=1000 items' },
+    ]]);
+    expect(await snapshot(api.t.pool)).toEqual(before);
+    const most = await batch(Array.from({ length: 1000 }, (_, n) => ({ action_ref: 'demo.free', parameters: { n } })));
+    expect([most.status, most.body.data.length]).toEqual([201, 1000]);
+    expect(most.body.data.map((entry: { execution: { params: { n: number } } }) => entry.execution.params.n))
+      .toEqual(Array.from({ length: 1000 }, (_, n) => n));
+  });
+});
+
 describe('GET /executions/{id}', () => {
   it('answers the row, 404 for an unknown id and 400 for one that is not an id', async () => {
     const created = await api.request('POST', '/executions/execute', { body: { action_ref: 'demo.free', parameters: { x: 1 } } });

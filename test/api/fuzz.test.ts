@@ -21,6 +21,7 @@ const seed = Number(process.env.USHER_FUZZ_SEED ?? 20261128);
 const injections = ["' or '1'='1", '1; drop table usher.executions; --', "demo.a'); delete from usher.actions; --", '%00', '${jndi:x}'];
 const validBodies: Record<string, unknown> = {
   executeAction: { action_ref: 'demo.a', parameters: { n: 1 } },
+  executeActions: { executions: [{ action_ref: 'demo.a', parameters: { n: 1 } }] },
   cancelExecution: { reason: 'fuzz' },
   putAction: { description: 'x', timeout_seconds: 30 },
   pauseAction: { reason: 'x' },
@@ -50,13 +51,17 @@ const queryFor = (route: Route) => {
   return fc.dictionary(key, text, { maxKeys: 3 });
 };
 
-/** The valid body, one of its fields replaced, or anything JSON at all. */
+/** An object with one of its fields (or an unknown one) replaced by anything JSON. */
+const oneFieldReplaced = (valid: object) => fc.tuple(fc.constantFrom(...Object.keys(valid), 'extra'), fc.jsonValue({ maxDepth: 3 }))
+  .map(([field, value]) => ({ ...valid, [field]: value }));
+
+/** The valid body, one of its fields replaced (for a batch, also a field of its second item), or anything JSON at all. */
 const bodyFor = (route: Route) => {
   const valid = validBodies[route.operationId];
-  const mutated = valid && typeof valid === 'object'
-    ? fc.tuple(fc.constantFrom(...Object.keys(valid as object), 'extra'), fc.jsonValue({ maxDepth: 3 }))
-      .map(([field, value]) => ({ ...(valid as object), [field]: value }))
-    : fc.jsonValue({ maxDepth: 3 });
+  const item = validBodies.executeAction as object;
+  const mutated = route.operationId === 'executeActions'
+    ? fc.oneof(oneFieldReplaced(valid as object), oneFieldReplaced(item).map((bad) => ({ executions: [item, bad] })))
+    : valid && typeof valid === 'object' ? oneFieldReplaced(valid) : fc.jsonValue({ maxDepth: 3 });
   return route.body ? fc.oneof(fc.constant(valid), mutated, fc.jsonValue({ maxDepth: 4 })) : fc.constant(undefined);
 };
 

@@ -28,6 +28,7 @@ const validPath = (route: Route) => route.path
 
 const validBodies: Record<string, Record<string, unknown>> = {
   executeAction: { action_ref: 'demo.a', parameters: { n: 1 } },
+  executeActions: { executions: [{ action_ref: 'demo.a', parameters: { n: 1 } }] },
   cancelExecution: {},
   putAction: { description: 'x' },
   pauseAction: { reason: 'x' },
@@ -97,9 +98,12 @@ describe('hostile input', () => {
       let sent = 0;
       const base = validBodies[route.operationId]!;
       const shape = ((route.body as z.ZodOptional<z.ZodObject>).unwrap?.() ?? route.body as z.ZodObject).shape as Record<string, unknown>;
-      for (const field of [...Object.keys(shape), 'status', 'lease_token', '__proto__']) {
+      // A batch's items get every hostile field value an execute body gets, one bad item after a good one.
+      const item = route.operationId === 'executeActions' ? validBodies.executeAction! : undefined;
+      const fields = [...Object.keys(item ?? shape), 'status', 'lease_token', '__proto__'];
+      for (const field of fields) {
         for (const value of valueCandidates) {
-          const body = { ...base, [field]: value };
+          const body = item ? { executions: [item, { ...item, [field]: value }] } : { ...base, [field]: value };
           if (route.body!.safeParse(JSON.parse(JSON.stringify(body))).success) continue;
           await expectClean4xx(route, validPath(route), { body }, `${route.operationId} ${field}=${JSON.stringify(value)?.slice(0, 40)}`);
           sent += 1;

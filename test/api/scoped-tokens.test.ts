@@ -57,6 +57,21 @@ describe('a token limited to pack billing', () => {
     expect(await snapshot(api.t.pool)).toEqual(before);
   });
 
+  it('enqueues a batch only when every item is of its packs: one item outside refuses the whole batch, with nothing inserted', async () => {
+    const inside = await api.request('POST', '/executions/execute-batch', {
+      token: BILLING_WRITE, body: { executions: [{ action_ref: 'billing.refund', parameters: {} }, { action_ref: 'billing.charge', parameters: {} }] },
+    });
+    expect([inside.status, inside.body.data.map((entry: { execution: { action_ref: string } }) => entry.execution.action_ref)])
+      .toEqual([201, ['billing.refund', 'billing.charge']]);
+    const before = await snapshot(api.t.pool);
+    const mixed = await api.request('POST', '/executions/execute-batch', {
+      token: BILLING_WRITE,
+      body: { executions: [{ action_ref: 'billing.refund', parameters: {} }, { action_ref: 'ops.restart', parameters: {} }, { action_ref: 'ops.nothing', parameters: {} }] },
+    });
+    expect([mixed.status, mixed.body.error.code, mixed.body.error.message]).toEqual([403, 'forbidden', outside('action ops.restart')]);
+    expect(await snapshot(api.t.pool)).toEqual(before);
+  });
+
   it('reads, cancels and retries executions of its packs; one outside them answers exactly as one that does not exist, unchanged', async () => {
     expect((await api.request('GET', `/executions/${billingId}`, { token: BILLING_READ })).status).toBe(200);
     const before = await snapshot(api.t.pool);
@@ -76,12 +91,13 @@ describe('a token limited to pack billing', () => {
 
   it('lists, counts and names only its packs, and is refused the routes about the whole queue', async () => {
     const listed = await api.request('GET', '/executions', { token: BILLING_READ });
-    expect(listed.body.data.map((row: { action_ref: string }) => row.action_ref).sort()).toEqual(['billing.charge', 'billing.refund']);
+    expect(listed.body.data.map((row: { action_ref: string }) => row.action_ref).sort())
+      .toEqual(['billing.charge', 'billing.charge', 'billing.refund', 'billing.refund']);
     expect((await api.request('GET', '/executions?action_ref=ops.*', { token: BILLING_READ })).body.data).toEqual([]);
     const stats = await api.request('GET', '/executions/stats', { token: BILLING_READ });
-    expect(stats.body.data).toMatchObject({ total: 2, failed: 0 });
+    expect(stats.body.data).toMatchObject({ total: 4, failed: 0 });
     const everything = await api.request('GET', '/executions/stats', { token: ADMIN_TOKEN });
-    expect(everything.body.data).toMatchObject({ total: 4, failed: 1 });
+    expect(everything.body.data).toMatchObject({ total: 6, failed: 1 });
     const actions = await api.request('GET', '/actions', { token: BILLING_READ });
     expect(actions.body.data.map((row: { ref: string }) => row.ref)).toEqual(['billing.charge', 'billing.refund']);
 

@@ -58,6 +58,32 @@ describe('enqueue', () => {
     expect(committed).not.toHaveProperty('lease_token');
   });
 
+  it('enqueues many in one statement, in the order given, inside the caller\'s transaction, all or none', async () => {
+    const own = await t.connect();
+    await own.query('begin');
+    const rolledBack = await usher.enqueueMany([{ action_ref: 'c.free', params: { n: 1 } }, { action_ref: 'c.free' }], { client: own });
+    await own.query('rollback');
+    expect(await countOf(`id = any('{${rolledBack.map((execution) => execution.id).join(',')}}')`)).toBe(0);
+
+    await usher.enqueue('c.free', { held: true }, { idempotency_key: 'many-held' });
+    const enqueued = await usher.enqueueMany([
+      { action_ref: 'c.free', params: { n: 1 } },
+      { action_ref: 'c.free', params: { n: 2 }, idempotency_key: 'many-held' },
+      { action_ref: 'c.free', params: { n: 3 }, max_retries: 2 },
+    ]);
+    expect(enqueued.map((execution) => [execution.params, execution.max_retries, execution.status])).toEqual([
+      [{ n: 1 }, 0, 'scheduled'], [{ held: true }, 0, 'scheduled'], [{ n: 3 }, 2, 'scheduled'],
+    ]);
+    expect(Number(enqueued[0]!.id)).toBeLessThan(Number(enqueued[2]!.id));
+    expect(enqueued[2]).not.toHaveProperty('lease_token');
+
+    const before = await countOf('true');
+    expect(await codeOf(usher.enqueueMany([{ action_ref: 'c.free' }, { action_ref: 'c.nope' }]))).toBe('unknown_action');
+    expect(await countOf('true')).toBe(before);
+    expect(await usher.enqueueMany([])).toEqual([]);
+    await own.end();
+  });
+
   it('fails with the API\'s codes for an unknown or disabled action and for params that are not an object', async () => {
     expect(await codeOf(usher.enqueue('c.nope', {}))).toBe('unknown_action');
     expect(await codeOf(usher.enqueue('c.off', {}))).toBe('action_disabled');
