@@ -19,7 +19,7 @@ export interface AuditedRequest {
   readonly requestId: string;
 }
 
-/** What an operation names: the action or policy in the path, else the lane or policy in the body. */
+/** What an operation names: the action, policy or schedule in the path, else the lane or policy in the body. */
 function targetOf(request: AuditedRequest): string | null {
   const named = request.params?.ref ?? request.body?.lane_key ?? request.body?.ref;
   return typeof named === 'string' ? named : null;

@@ -42,7 +42,7 @@ const rank: Record<ApiRole, number> = { read: 1, write: 2, admin: 3 };
 
 const refusal: Record<Exclude<ApiRole, 'read'>, string> = {
   write: 'this route changes data and needs a write or admin token; the token given may only read',
-  admin: 'this route changes how the queue runs (actions, policies, lanes) and needs an admin token',
+  admin: 'this route changes how the queue runs (actions, policies, lanes, schedules) and needs an admin token',
 };
 
 const digest = (token: string) => createHash('sha256').update(token, 'utf8').digest();

@@ -21,6 +21,7 @@ export const httpStatus = {
   unknown_action: 404,
   execution_not_found: 404,
   policy_not_found: 404,
+  schedule_not_found: 404,
   lane_not_found: 404,
   method_not_allowed: 405,
   action_disabled: 409,

@@ -139,6 +139,23 @@ export const policySchema = z.object({
   updated_at: time,
 }).meta({ id: 'Policy', description: 'A row of usher.policies, shaped as the request body that writes it.' });
 
+export const scheduleSchema = z.object({
+  id,
+  ref: z.string(),
+  description: z.string().nullable(),
+  action_ref: z.string(),
+  cron: z.string(),
+  timezone: z.string(),
+  params: z.record(z.string(), json),
+  enabled: z.boolean(),
+  max_backfill: z.number().int(),
+  next_tick_at: time.nullable().meta({ description: 'The next tick due; null until an executor has computed it (after a create or a change of cron, timezone or enabled).' }),
+  last_tick_at: time.nullable().meta({ description: 'The latest tick that fired (its nominal time).' }),
+  error: z.string().nullable().meta({ description: 'Why the executor cannot compute ticks; the schedule is skipped while set.' }),
+  created_at: time,
+  updated_at: time,
+}).meta({ id: 'Schedule', description: 'A row of usher.schedules.' });
+
 export const workerSchema = z.object({
   id,
   name: z.string(),

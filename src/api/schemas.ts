@@ -29,6 +29,10 @@ export const policyRef = z.string().max(200)
   .regex(/^[a-z0-9][a-z0-9_.-]*$/, 'must be lowercase letters, digits, _, . and -, starting with a letter or digit')
   .meta({ description: 'Unique name of a policy.', example: 'one-per-host' });
 
+export const scheduleRef = z.string().max(200)
+  .regex(/^[a-z0-9][a-z0-9_.-]*$/, 'must be lowercase letters, digits, _, . and -, starting with a letter or digit')
+  .meta({ description: 'Unique name of a cron schedule.', example: 'nightly-report' });
+
 export const instant = z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time with a time zone, e.g. 2030-01-01T00:00:00Z' });
 
 /** A whole number in a query string: digits only, then checked as a number. */
@@ -195,6 +199,27 @@ export const policyListQuery = z.strictObject({
   enabled: z.enum(['true', 'false']).transform((value) => value === 'true').pipe(z.boolean()).optional()
     .meta({ description: 'Only enabled (true) or disabled (false) policies.' }),
   ...pageQuery,
+});
+
+export const scheduleParams = z.strictObject({ ref: scheduleRef });
+
+export const scheduleListQuery = z.strictObject({
+  action_ref: actionOrPackFilter.optional().meta({ description: 'Only schedules of this action, or <pack>.* for all actions of a pack.' }),
+  enabled: z.enum(['true', 'false']).transform((value) => value === 'true').pipe(z.boolean()).optional()
+    .meta({ description: 'Only enabled (true) or disabled (false) schedules.' }),
+  ...pageQuery,
+});
+
+export const schedulePutBody = z.strictObject({
+  action_ref: actionRef.meta({ description: 'The action each tick enqueues.' }),
+  cron: z.string().min(1).max(200)
+    .meta({ description: 'Cron expression: 5 fields, 6 (leading seconds) or 7 (trailing year), or @hourly, @daily, @weekly, @monthly, @yearly.', example: '0 3 * * *' }),
+  timezone: z.string().min(1).max(100).optional().meta({ description: 'IANA time zone the cron fields are read in; default UTC.', example: 'Europe/Paris' }),
+  params: jsonObject.optional().meta({ description: 'Parameters of every execution it enqueues: a JSON object; default {}.' }),
+  enabled: z.boolean().optional().meta({ description: 'Default true. A disabled schedule fires nothing; enabling it again starts from the next tick.' }),
+  max_backfill: z.number().int().min(0).max(1000).optional()
+    .meta({ description: 'After downtime, how many missed ticks before the latest due one still fire; default 1.' }),
+  description: z.string().max(10_000).nullable().optional(),
 });
 
 export const workerListQuery = z.strictObject({ status: z.enum(['active', 'stopped', 'lost']).optional(), ...pageQuery });

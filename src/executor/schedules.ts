@@ -13,12 +13,12 @@ import { Cron } from 'croner';
 import type { Queryable } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 
-/** A schedule whose cron or timezone cannot be used. The message names the schedule. */
+/** A schedule whose cron or timezone cannot be used. The message names the schedule; `reason` is without it. */
 export class ScheduleError extends Error {
   readonly code = 'schedule_invalid';
 
-  constructor(readonly scheduleRef: string, message: string, options?: { cause?: unknown }) {
-    super(`schedule ${scheduleRef}: ${message}`, options);
+  constructor(readonly scheduleRef: string, readonly field: 'cron' | 'timezone', readonly reason: string, options?: { cause?: unknown }) {
+    super(`schedule ${scheduleRef}: ${reason}`, options);
     this.name = 'ScheduleError';
   }
 }
@@ -29,14 +29,14 @@ export function parseSchedule(ref: string, cron: string, timezone: string): Cron
     // croner only notices a bad zone when it first computes a date; check it up front.
     new Intl.DateTimeFormat('en-US', { timeZone: timezone });
   } catch {
-    throw new ScheduleError(ref, `unknown time zone ${JSON.stringify(timezone)} (Node.js has no such IANA zone)`);
+    throw new ScheduleError(ref, 'timezone', `unknown time zone ${JSON.stringify(timezone)} (Node.js has no such IANA zone)`);
   }
   try {
     // paused, with no function: croner only computes, it never starts a timer.
     return new Cron(cron.trim(), { timezone, paused: true });
   } catch (error) {
     // No cause: croner's message is all it has to say, and log lines would repeat it.
-    throw new ScheduleError(ref, `invalid cron expression ${JSON.stringify(cron)}: ${(error as Error).message}`);
+    throw new ScheduleError(ref, 'cron', `invalid cron expression ${JSON.stringify(cron)}: ${(error as Error).message}`);
   }
 }
 
@@ -169,12 +169,12 @@ async function fireSchedule(db: Queryable, log: Logger, row: DueScheduleRow): Pr
       ? { fire: [], skipped: 0, skippedExact: true, firstSkipped: undefined, lastSkipped: undefined, next: cron.nextRun(row.now) }
       : dueTicks(cron, row.next_tick_at, row.now, row.max_backfill);
     if (ticks.next === null && ticks.fire.length === 0) {
-      throw new ScheduleError(row.ref, `cron expression ${JSON.stringify(row.cron)} has no tick after ${row.now.toISOString()}`);
+      throw new ScheduleError(row.ref, 'cron', `cron expression ${JSON.stringify(row.cron)} has no tick after ${row.now.toISOString()}`);
     }
   } catch (error) {
     const invalid = error instanceof ScheduleError
       ? error
-      : new ScheduleError(row.ref, `cannot compute ticks of ${JSON.stringify(row.cron)} in ${row.timezone}: ${(error as Error).message}`);
+      : new ScheduleError(row.ref, 'cron', `cannot compute ticks of ${JSON.stringify(row.cron)} in ${row.timezone}: ${(error as Error).message}`);
     const marked = await db.query<{ marked: boolean }>(
       'select usher.mark_schedule_invalid($1, $2, $3, $4) as marked',
       [row.id, row.cron, row.timezone, invalid.message],

@@ -13,7 +13,8 @@ beforeAll(async () => {
   api = await startTestApi();
   await api.t.pool.query(`
     insert into usher.actions (ref) values ('demo.a');
-    insert into usher.policies (ref, action_ref, threshold) values ('p1', 'demo.a', 1);`);
+    insert into usher.policies (ref, action_ref, threshold) values ('p1', 'demo.a', 1);
+    insert into usher.schedules (ref, action_ref, cron) values ('demo.a', 'demo.a', '0 3 * * *');`);
   executionId = (await api.t.pool.query(`insert into usher.executions (action_ref) values ('demo.a') returning id`)).rows[0].id;
 });
 afterAll(() => api.close());
@@ -52,7 +53,7 @@ describe('bearer tokens', () => {
   it('refuses a read token on every write and admin route with 403, before reading the body, changing nothing', async () => {
     const before = await snapshot(api.t.pool);
     const writes = concreteRoutes().filter(({ route }) => route.access === 'write' || route.access === 'admin');
-    expect(writes.length).toBe(14);
+    expect(writes.length).toBe(16);
     for (const { route, path } of writes) {
       const res = await api.request(route.method.toUpperCase(), path, { token: READ_TOKEN, rawBody: route.body ? '{not json' : undefined, headers: { 'content-type': 'application/json' } });
       expect([path, res.status, res.body.error.code]).toEqual([path, 403, 'forbidden']);
@@ -65,12 +66,13 @@ describe('bearer tokens', () => {
     const before = await snapshot(api.t.pool);
     const admins = concreteRoutes().filter(({ route }) => route.access === 'admin');
     expect(admins.map(({ route }) => route.operationId).sort()).toEqual([
-      'createPolicy', 'deleteAction', 'deletePolicy', 'pauseAction', 'pauseLane', 'putAction', 'putPolicy', 'resumeAction', 'resumeLane', 'unblockLane',
+      'createPolicy', 'deleteAction', 'deletePolicy', 'deleteSchedule', 'pauseAction', 'pauseLane', 'putAction', 'putPolicy', 'putSchedule',
+      'resumeAction', 'resumeLane', 'unblockLane',
     ]);
     for (const { route, path } of admins) {
       const res = await api.request(route.method.toUpperCase(), path, { token: WRITE_TOKEN, rawBody: route.body ? '{not json' : undefined, headers: { 'content-type': 'application/json' } });
       expect([path, res.status, res.body.error.code, res.body.error.message]).toEqual([path, 403, 'forbidden',
-        'this route changes how the queue runs (actions, policies, lanes) and needs an admin token']);
+        'this route changes how the queue runs (actions, policies, lanes, schedules) and needs an admin token']);
       expect(res.headers.get('www-authenticate')).toBe('Bearer realm="usher", error="insufficient_scope"');
     }
     expect(await snapshot(api.t.pool)).toEqual(before);

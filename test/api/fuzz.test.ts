@@ -30,6 +30,7 @@ const validBodies: Record<string, unknown> = {
   pauseLane: { lane_key: 'action:demo.a', until: '2030-01-01T00:00:00Z', reason: 'x' },
   resumeLane: { lane_key: 'action:demo.a' },
   unblockLane: { lane_key: 'action:demo.a' },
+  putSchedule: { action_ref: 'demo.a', cron: '0 3 * * *', timezone: 'Europe/Paris', params: { n: 1 } },
 };
 
 const text = fc.oneof(

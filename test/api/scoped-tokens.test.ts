@@ -187,7 +187,7 @@ it('leaves no route undecided: each declares what it is about, or is one of thos
   const undeclared = allRoutes(() => ({})).filter((route) => route.access !== 'public' && route.scope === undefined)
     .map((route) => route.operationId).sort();
   expect(undeclared).toEqual([
-    'cancelExecution', 'deletePolicy', 'executionStats', 'getExecution', 'getPolicy', 'listActions', 'listExecutions', 'retryExecution',
-    'streamExecutionEvents',
+    'cancelExecution', 'deletePolicy', 'deleteSchedule', 'executionStats', 'getExecution', 'getPolicy', 'getSchedule', 'listActions',
+    'listExecutions', 'listSchedules', 'retryExecution', 'streamExecutionEvents',
   ]);
 });

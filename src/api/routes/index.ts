@@ -9,6 +9,7 @@ import { laneRoutes } from './lanes.ts';
 import { metricsRoutes } from './metrics.ts';
 import { policyRoutes } from './policies.ts';
 import { queueStatsRoutes } from './queue-stats.ts';
+import { scheduleRoutes } from './schedules.ts';
 import { streamRoutes } from './stream.ts';
 import { systemRoutes } from './system.ts';
 import { workerRoutes } from './workers.ts';
@@ -21,6 +22,7 @@ export function allRoutes(openapi: () => unknown): Route[] {
     ...queueStatsRoutes,
     ...laneRoutes,
     ...policyRoutes,
+    ...scheduleRoutes,
     ...workerRoutes,
     ...metricsRoutes,
     ...systemRoutes(openapi),
