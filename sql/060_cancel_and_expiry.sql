@@ -67,6 +67,71 @@ $$;
 comment on function usher.cancel_execution(bigint, text) is
   'Cancels an execution: waiting or admitted ones end cancelled at once (an admitted one frees its slot for the next), a running one becomes canceling until its worker stops it. Returns its status and whether this call changed it; no row for an unknown id.';
 
+create or replace function usher.cancel_waiting(
+  p_action_ref text,
+  p_reason text default null,
+  p_limit integer default 1000,
+  p_up_to_id bigint default null
+)
+returns integer
+language plpgsql
+as $$
+declare
+  v_ids bigint[];
+  v_lanes text[];
+  v_lane text;
+  v_id bigint;
+  v_count integer := 0;
+begin
+  if p_limit is null or p_limit < 1 then
+    raise exception 'usher.cancel_waiting: limit must be >= 1 (got %)', p_limit using errcode = 'invalid_parameter_value';
+  end if;
+  -- Newest first: the tail of each lane goes before its head, so an admitted head that gives back
+  -- its slot finds nothing of this purge left to admit.
+  select array_agg(w.id order by w.id desc) into v_ids
+  from (
+    select e.id from usher.executions e
+    where e.action_ref = p_action_ref and e.status in ('delayed', 'requested', 'scheduled')
+      and (p_up_to_id is null or e.id <= p_up_to_id)
+    order by e.id desc
+    limit p_limit
+  ) w;
+  if v_ids is null then
+    return 0;
+  end if;
+  -- Lock order as everywhere: every lane of the batch first, in key order (as complete_and_claim
+  -- does), then the rows. A row locked here cannot be claimed (claims skip locked rows), so
+  -- cancel_execution, which takes its lane again (already held), ends it as a waiting or admitted
+  -- one; a row claimed or ended since it was read is left alone: running ones are not this
+  -- function's to stop.
+  -- lock_lane creates a lane row that is missing (pruned while idle): locking only the rows that
+  -- exist let an admission create one and take it while this held the rows it wanted (a deadlock
+  -- the concurrency hunt found). A delayed row released into a lane since it was read is skipped
+  -- (its lane is not locked here) and found by the next call.
+  v_lanes := array(select distinct e.lane_key from usher.executions e where e.id = any (v_ids) and e.lane_key is not null order by 1);
+  foreach v_lane in array v_lanes loop
+    perform usher.lock_lane(v_lane);
+  end loop;
+  select array_agg(w.id order by w.id desc) into v_ids
+  from (
+    select e.id from usher.executions e
+    where e.id = any (v_ids) and e.status in ('delayed', 'requested', 'scheduled')
+      and (e.lane_key is null or e.lane_key = any (v_lanes))
+    order by e.id
+    for update
+  ) w;
+  foreach v_id in array coalesce(v_ids, '{}') loop
+    if exists (select 1 from usher.cancel_execution(v_id, p_reason) c where c.changed) then
+      v_count := v_count + 1;
+    end if;
+  end loop;
+  return v_count;
+end
+$$;
+
+comment on function usher.cancel_waiting(text, text, integer, bigint) is
+  'Purges an action''s queue: cancels up to p_limit of its executions that have not started (delayed, waiting or admitted; newest first; with p_up_to_id, only ids up to it), each as usher.cancel_execution would, and returns how many. Running executions are left alone. Call it again until it returns 0 to empty the queue.';
+
 create or replace function usher.expire_running_executions(p_timeout_grace_seconds integer, p_limit integer default 500)
 returns integer
 language plpgsql

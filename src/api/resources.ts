@@ -85,6 +85,11 @@ export const actionSchema = z.object({
   updated_at: time,
 }).meta({ id: 'Action', description: 'A row of usher.actions.' });
 
+export const cancelWaitingSchema = z.object({
+  action_ref: z.string(),
+  cancelled: z.number().int().meta({ description: 'Executions this request cancelled.' }),
+}).meta({ id: 'CancelledWaiting' });
+
 export const queueStatsSchema = z.object({
   action_ref: z.string(),
   queue_length: z.number().int(),

@@ -17,3 +17,23 @@ export async function cancelExecution(db: Queryable, id: string, reason?: string
   if (!row) throw new UsherError('execution_not_found', `no execution with id ${id}`);
   return row;
 }
+
+/**
+ * Purges an action's queue: cancels every execution of it that has not started (delayed, waiting
+ * or admitted) and was enqueued before this call, in transactions of `batchSize`
+ * (usher.cancel_waiting), and returns how many. Running executions are left alone; executions
+ * enqueued meanwhile are kept.
+ */
+export async function cancelWaiting(db: Queryable, actionRef: string, reason?: string, batchSize = 1000): Promise<number> {
+  const { rows: [bound] } = await db.query<{ id: string | null }>(
+    `select max(e.id)::text as id from usher.executions e where e.action_ref = $1 and e.status in ('delayed', 'requested', 'scheduled')`,
+    [actionRef]);
+  if (!bound?.id) return 0;
+  let cancelled = 0;
+  for (;;) {
+    const { rows: [batch] } = await db.query<{ n: number }>(
+      'select usher.cancel_waiting($1, $2, $3, $4) as n', [actionRef, reason ?? null, batchSize, bound.id]);
+    if (!batch || batch.n === 0) return cancelled;
+    cancelled += batch.n;
+  }
+}

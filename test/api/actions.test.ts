@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deleteAction } from '../../src/queue/actions.ts';
-import { READ_TOKEN, snapshot, startTestApi, type TestApi } from '../support/api.ts';
+import { READ_TOKEN, snapshot, startTestApi, WRITE_TOKEN, type TestApi } from '../support/api.ts';
 import { waitFor } from '../support/wait.ts';
 
 let api: TestApi;
@@ -124,6 +124,43 @@ describe('actions', () => {
     expect((await deleteAction(api.t.pool, 'ops.idle')).outcome).toBe('deleted');
     // An insert that starts after the delete finds the action gone.
     await expect(producer.query(`insert into usher.executions (action_ref, params) values ('ops.idle', '{}')`)).rejects.toThrow('unknown action');
+  });
+});
+
+describe('POST /actions/{ref}/cancel-waiting', () => {
+  it('cancels every execution of the action that has not started, leaving running ones and other actions, and answers the count', async () => {
+    await api.t.pool.query(`insert into usher.actions (ref) values ('ops.purge')`);
+    const { rows: inserted } = await api.t.pool.query<{ id: string }>(
+      `insert into usher.executions (action_ref, params) select 'ops.purge', jsonb_build_object('n', n) from generate_series(1, 5) n returning id`);
+    await api.t.pool.query(`insert into usher.executions (action_ref, run_at) values ('ops.purge', now() + interval '1 day')`);
+    // One of them is running: a purge leaves it to its worker.
+    await api.t.pool.query(`update usher.executions set status = 'running', worker_id = null, attempt = 1, lease_token = gen_random_uuid(),
+      lease_expires_at = now() + interval '1 minute', started_at = now() where id = $1`, [inserted[0]!.id]);
+    const other = await api.request('POST', '/executions/execute', { body: { action_ref: 'ops.ping', parameters: {} } });
+
+    const res = await api.request('POST', '/actions/ops.purge/cancel-waiting', { body: { reason: 'bad deploy' } });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ data: { action_ref: 'ops.purge', cancelled: 5 }, message: '5 waiting executions cancelled' });
+    const { rows } = await api.t.pool.query(`select status, result, count(*)::int as n from usher.executions where action_ref = 'ops.purge'
+      group by status, result order by status`);
+    expect(rows).toEqual([
+      { status: 'cancelled', result: { reason: 'bad deploy' }, n: 5 },
+      { status: 'running', result: null, n: 1 },
+    ]);
+    expect((await api.request('GET', `/executions/${other.body.data.id}`, { token: READ_TOKEN })).body.data.status).toBe('scheduled');
+
+    const again = await api.request('POST', '/actions/ops.purge/cancel-waiting', { body: {} });
+    expect(again.body).toEqual({ data: { action_ref: 'ops.purge', cancelled: 0 }, message: '0 waiting executions cancelled' });
+    await api.t.pool.query(`delete from usher.executions where action_ref = 'ops.purge'; delete from usher.actions where ref = 'ops.purge'`);
+  });
+
+  it('answers 404 for an unknown action and 403 to a write token, changing nothing', async () => {
+    const before = await snapshot(api.t.pool);
+    const unknown = await api.request('POST', '/actions/ops.nope/cancel-waiting', { body: {} });
+    expect([unknown.status, unknown.body.error.code, unknown.body.error.message]).toEqual([404, 'unknown_action', 'unknown action ops.nope']);
+    const refused = await api.request('POST', '/actions/ops.ping/cancel-waiting', { token: WRITE_TOKEN, body: {} });
+    expect([refused.status, refused.body.error.code]).toEqual([403, 'forbidden']);
+    expect(await snapshot(api.t.pool)).toEqual(before);
   });
 });
 

@@ -25,6 +25,7 @@ const validBodies: Record<string, unknown> = {
   cancelExecution: { reason: 'fuzz' },
   putAction: { description: 'x', timeout_seconds: 30 },
   pauseAction: { reason: 'x' },
+  cancelWaitingExecutions: { reason: 'fuzz' },
   createPolicy: { ref: 'p-fuzz', enabled: true, priority: 0, scope: { type: 'action', action_ref: 'demo.a' }, concurrency: { limit: 2, method: 'enqueue', parameters: [] } },
   putPolicy: { enabled: true, priority: 0, scope: { type: 'global' } },
   pauseLane: { lane_key: 'action:demo.a', until: '2030-01-01T00:00:00Z', reason: 'x' },

@@ -32,6 +32,7 @@ const validBodies: Record<string, Record<string, unknown>> = {
   cancelExecution: {},
   putAction: { description: 'x' },
   pauseAction: { reason: 'x' },
+  cancelWaitingExecutions: { reason: 'x' },
   createPolicy: { ref: 'p-new', enabled: true, priority: 0, scope: { type: 'global' } },
   putPolicy: { enabled: true, priority: 0, scope: { type: 'global' } },
   pauseLane: { lane_key: 'action:demo.a', until: '2030-01-01T00:00:00Z', reason: 'x' },

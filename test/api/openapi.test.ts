@@ -45,7 +45,7 @@ describe('the OpenAPI document', () => {
     expect(doc.openapi).toBe('3.1.0');
     expect(doc.info).toMatchObject({ title: 'Usher HTTP API', version: '0.1.0' });
     const served = servedRoutes();
-    expect(served.length).toBe(36);
+    expect(served.length).toBe(37);
     expect(documentedRoutes()).toEqual(served);
   });
 

@@ -2,7 +2,8 @@
  * RELIABILITY T23: a model-based hunt for deadlocks and broken invariants. fast-check draws a
  * program of queue operations (enqueues, admission passes, claims, batched and single marks,
  * timeouts, heartbeats, hand-backs, postpones, cancels, lease sweeps, operator retries, lane,
- * action and pack pauses, unblocks, threshold changes, policies turned off and on, pruning) and
+ * action and pack pauses, unblocks, threshold changes, policies turned off and on, purges of an
+ * action's queue, pruning) and
  * eight connections run their shares of it at once, each through the same call the product makes.
  * Every lane commit is audited (see `installAudit`); afterwards the queue is drained and checked
  * against what the calls answered.
@@ -41,7 +42,7 @@ const chaos = useChaosDatabase(`
 const OPS = {
   enqueue: 6, admit: 4, claim: 5, completeAndClaim: 4, complete: 3, fail: 2, timeOut: 1, heartbeat: 2, handBack: 1,
   postpone: 1, cancel: 2, expire: 2, retry: 1, pauseLane: 1, resumeLane: 1, pauseAction: 1, resumeAction: 1,
-  pausePack: 1, resumePack: 1, unblock: 1, threshold: 1, togglePolicy: 1, prune: 1, sweeps: 1,
+  pausePack: 1, resumePack: 1, unblock: 1, threshold: 1, togglePolicy: 1, prune: 1, sweeps: 1, purge: 1,
 } as const;
 type Op = keyof typeof OPS;
 
@@ -227,6 +228,10 @@ async function perform(db: pg.Client, run: Run, cmd: Command): Promise<void> {
       await db.query('update usher.policies set threshold = $2 where ref = $1', [ref, cmd.pick % 4]);
       return;
     }
+    case 'purge':
+      // An operator emptying an action's queue, a small batch at a time (usher.cancel_waiting).
+      await db.query('select usher.cancel_waiting($1, $2, $3)', [ACTIONS[cmd.pick % ACTIONS.length], 'hunt', cmd.size]);
+      return;
     case 'prune':
       await executor.deleteFinishedExecutions(db, 0, 20);
       await executor.deleteIdleLanes(db, 0);

@@ -1,7 +1,8 @@
-/** /actions: list, read, create or change, delete, pause and resume. */
+/** /actions: list, read, create or change, delete, pause and resume, and purge the queue. */
 import { deleteAction, findAction, listActions, pauseAction, putAction, resumeAction } from '../../queue/actions.ts';
+import { cancelWaiting } from '../../queue/cancel.ts';
 import { ApiError } from '../errors.ts';
-import { actionSchema, list, one as oneOf } from '../resources.ts';
+import { actionSchema, cancelWaitingSchema, list, one as oneOf } from '../resources.ts';
 import { defineRoute, one, page } from '../route.ts';
 import { actionScope, allowedPacks } from '../scope.ts';
 import { actionBody, actionListQuery, reasonBody, refParams } from '../schemas.ts';
@@ -73,6 +74,21 @@ export const actionRoutes = [
       const action = await pauseAction(deps.pool, params.ref, body?.reason ?? null);
       if (!action) throw unknownAction(params.ref);
       return { body: one(action, 'action paused') };
+    },
+  }),
+  defineRoute({
+    method: 'post', path: '/actions/{ref}/cancel-waiting', access: 'admin', operationId: 'cancelWaitingExecutions', tag: 'actions',
+    summary: 'Purge the queue of an action',
+    description: 'usher.cancel_waiting, in transactions of 1,000: every execution of the action that has not started (delayed, '
+      + 'waiting in its lane, or admitted and not yet claimed) and was enqueued before the request ends cancelled, with the '
+      + 'reason as its result; an admitted one gives its slot back. Running executions are left alone (cancel them one by one); '
+      + 'executions enqueued meanwhile are kept. To stop new ones being admitted first, pause the action.',
+    params: refParams, body: reasonBody, status: 200, response: oneOf(cancelWaitingSchema), errors: ['unknown_action'],
+    scope: ({ params }) => actionScope(params.ref),
+    async handle({ params, body, deps }) {
+      if (!(await findAction(deps.pool, params.ref))) throw unknownAction(params.ref);
+      const cancelled = await cancelWaiting(deps.pool, params.ref, body?.reason ?? 'cancelled with the waiting queue of the action');
+      return { body: one({ action_ref: params.ref, cancelled }, `${cancelled} waiting execution${cancelled === 1 ? '' : 's'} cancelled`) };
     },
   }),
   defineRoute({
