@@ -86,17 +86,19 @@ export async function enqueueReportingExisting(
   if (skipped.length > 0) {
     const holders = await keyHolders(db, skipped.map((index) => inputs[index]!));
     // A holder that ended between the insert and this read frees its key: those inputs are enqueued again.
-    const freed = skipped.filter((index) => !holders.has(holdingKey(inputs[index]!)));
+    const holderOf = (index: number) => holders.get(holdingKey(inputs[index]!.action_ref, inputs[index]!.idempotency_key));
+    const freed = skipped.filter((index) => !holderOf(index));
     const again = freed.length > 0 ? await enqueueReportingExisting(db, freed.map((index) => inputs[index]!)) : [];
     for (const index of skipped) {
-      const holder = holders.get(holdingKey(inputs[index]!));
+      const holder = holderOf(index);
       answer[index] = holder ? { execution: holder, existing: true } : again[freed.indexOf(index)];
     }
   }
   return answer as { execution: Execution; existing: boolean }[];
 }
 
-const holdingKey = (input: EnqueueInput): string => JSON.stringify([input.action_ref, input.idempotency_key]);
+/** An action and an idempotency key, as one Map key. */
+const holdingKey = (actionRef: string, idempotencyKey: string | null | undefined): string => JSON.stringify([actionRef, idempotencyKey ?? null]);
 
 /** The executions that hold these inputs' idempotency keys (not ended), by holdingKey; one read for the lot. */
 async function keyHolders(db: Queryable, inputs: readonly EnqueueInput[]): Promise<Map<string, Execution>> {
@@ -107,5 +109,5 @@ async function keyHolders(db: Queryable, inputs: readonly EnqueueInput[]): Promi
      where e.completed_at is null`,
     [inputs.map((input) => input.action_ref), inputs.map((input) => input.idempotency_key)],
   );
-  return new Map(rows.map((row) => [holdingKey(row as unknown as EnqueueInput), row]));
+  return new Map(rows.map((row) => [holdingKey(row.action_ref, row.idempotency_key), row]));
 }
