@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { Queryable } from '../db/pool.ts';
 import { SqlState } from '../errors.ts';
 import { selectPage, SqlValues, type PageOf, type PageRequest } from './paging.ts';
+import { deleteByRef, findByRef, writeByRef, type RefTable } from './rows-by-ref.ts';
 
 export interface PolicyQuota {
   quota_type: 'running_executions' | 'executions_total';
@@ -55,6 +56,9 @@ export type PolicyColumns = { readonly [K in keyof Writable]: Writable[K] | unde
 const columnNames = Object.keys(writableColumns) as (keyof typeof writableColumns)[];
 const selectList = (alias: string) => ['id', 'ref', ...columnNames, 'created_at', 'updated_at']
   .map((column) => `${alias}.${column}`).join(', ');
+const policiesTable: RefTable<keyof typeof writableColumns> = {
+  table: 'usher.policies', alias: 'p', refConstraint: 'policies_ref_unique', writable: writableColumns, selectList: selectList('p'),
+};
 
 export type PolicyWriteOutcome =
   | { readonly outcome: 'written'; readonly policy: PolicyRecord; readonly created: boolean }
@@ -63,24 +67,8 @@ export type PolicyWriteOutcome =
 
 /** Inserts a policy; with `replace`, an existing policy of the same ref is replaced whole (id and created_at stay). */
 export async function writePolicy(db: Queryable, ref: string, columns: PolicyColumns, replace: boolean): Promise<PolicyWriteOutcome> {
-  const sql = new SqlValues();
-  const values = [sql.add(ref), ...columnNames.map((column) => {
-    const value = columns[column];
-    if (value === undefined) return 'default';
-    return sql.add(column === 'quotas' ? JSON.stringify(value) : value, writableColumns[column]);
-  })];
-  const onConflict = replace
-    ? `on conflict on constraint policies_ref_unique do update set ${columnNames.map((column) => `${column} = excluded.${column}`).join(', ')}`
-    : '';
   try {
-    const result = await db.query<PolicyRecord & { created: boolean }>(
-      `insert into usher.policies as p (ref, ${columnNames.join(', ')})
-       values (${values.join(', ')})
-       ${onConflict}
-       returning ${selectList('p')}, (p.xmax = 0) as created`,
-      sql.values,
-    );
-    const { created, ...policy } = result.rows[0]!;
+    const { row: policy, created } = await writeByRef<PolicyRecord, keyof typeof writableColumns>(db, policiesTable, ref, columns, replace);
     return { outcome: 'written', policy, created };
   } catch (error) {
     if (error instanceof pg.DatabaseError && error.code === '23505' && error.constraint === 'policies_ref_unique') return { outcome: 'exists' };
@@ -89,15 +77,9 @@ export async function writePolicy(db: Queryable, ref: string, columns: PolicyCol
   }
 }
 
-export async function findPolicy(db: Queryable, ref: string): Promise<PolicyRecord | undefined> {
-  const result = await db.query<PolicyRecord>(`select ${selectList('p')} from usher.policies p where p.ref = $1`, [ref]);
-  return result.rows[0];
-}
+export const findPolicy = (db: Queryable, ref: string): Promise<PolicyRecord | undefined> => findByRef(db, policiesTable, ref);
 
-export async function deletePolicy(db: Queryable, ref: string): Promise<PolicyRecord | undefined> {
-  const result = await db.query<PolicyRecord>(`delete from usher.policies p where p.ref = $1 returning ${selectList('p')}`, [ref]);
-  return result.rows[0];
-}
+export const deletePolicy = (db: Queryable, ref: string): Promise<PolicyRecord | undefined> => deleteByRef(db, policiesTable, ref);
 
 export function listPolicies(db: Queryable, filter: { enabled?: boolean }, page: PageRequest): Promise<PageOf<PolicyRecord>> {
   const sql = new SqlValues();

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { Queryable } from '../db/pool.ts';
 import { SqlState } from '../errors.ts';
 import { selectPage, SqlValues, type PageOf, type PageRequest } from './paging.ts';
+import { deleteByRef, findByRef, writeByRef, type RefTable } from './rows-by-ref.ts';
 
 export interface ScheduleRecord {
   id: string;
@@ -39,6 +40,9 @@ export type ScheduleColumns = { readonly [K in keyof Writable]: Writable[K] | un
 const columnNames = Object.keys(writableColumns) as (keyof typeof writableColumns)[];
 const selectList = (alias: string) => ['id', 'ref', ...columnNames, 'next_tick_at', 'last_tick_at', 'error', 'created_at', 'updated_at']
   .map((column) => `${alias}.${column}`).join(', ');
+const schedulesTable: RefTable<keyof typeof writableColumns> = {
+  table: 'usher.schedules', alias: 's', refConstraint: 'schedules_ref_unique', writable: writableColumns, selectList: selectList('s'),
+};
 
 export type ScheduleWriteOutcome =
   | { readonly outcome: 'written'; readonly schedule: ScheduleRecord; readonly created: boolean }
@@ -52,21 +56,8 @@ export type ScheduleWriteOutcome =
  * schedule afresh from the next tick after now.
  */
 export async function putSchedule(db: Queryable, ref: string, columns: ScheduleColumns): Promise<ScheduleWriteOutcome> {
-  const sql = new SqlValues();
-  const values = [sql.add(ref), ...columnNames.map((column) => {
-    const value = columns[column];
-    if (value === undefined) return 'default';
-    return sql.add(column === 'params' ? JSON.stringify(value) : value, writableColumns[column]);
-  })];
   try {
-    const result = await db.query<ScheduleRecord & { created: boolean }>(
-      `insert into usher.schedules as s (ref, ${columnNames.join(', ')})
-       values (${values.join(', ')})
-       on conflict on constraint schedules_ref_unique do update set ${columnNames.map((column) => `${column} = excluded.${column}`).join(', ')}
-       returning ${selectList('s')}, (s.xmax = 0) as created`,
-      sql.values,
-    );
-    const { created, ...schedule } = result.rows[0]!;
+    const { row: schedule, created } = await writeByRef<ScheduleRecord, keyof typeof writableColumns>(db, schedulesTable, ref, columns, true);
     return { outcome: 'written', schedule, created };
   } catch (error) {
     if (error instanceof pg.DatabaseError && error.code === SqlState.foreignKeyViolation) return { outcome: 'unknown_action' };
@@ -77,15 +68,9 @@ export async function putSchedule(db: Queryable, ref: string, columns: ScheduleC
   }
 }
 
-export async function findSchedule(db: Queryable, ref: string): Promise<ScheduleRecord | undefined> {
-  const result = await db.query<ScheduleRecord>(`select ${selectList('s')} from usher.schedules s where s.ref = $1`, [ref]);
-  return result.rows[0];
-}
+export const findSchedule = (db: Queryable, ref: string): Promise<ScheduleRecord | undefined> => findByRef(db, schedulesTable, ref);
 
-export async function deleteSchedule(db: Queryable, ref: string): Promise<ScheduleRecord | undefined> {
-  const result = await db.query<ScheduleRecord>(`delete from usher.schedules s where s.ref = $1 returning ${selectList('s')}`, [ref]);
-  return result.rows[0];
-}
+export const deleteSchedule = (db: Queryable, ref: string): Promise<ScheduleRecord | undefined> => deleteByRef(db, schedulesTable, ref);
 
 export interface ScheduleFilter {
   readonly action_ref?: string;
