@@ -55,3 +55,30 @@ $$;
 
 comment on function usher.delete_departed_workers(interval) is
   'Retention: deletes rows of workers that stopped or were lost more than p_older_than ago; returns how many. The executor runs it with each retention pass.';
+
+create or replace function usher.delete_old_audit_rows(p_older_than interval, p_batch_size integer default 1000)
+returns integer
+language plpgsql
+as $$
+declare
+  v_deleted integer;
+begin
+  if p_older_than is null or p_older_than < interval '0' or p_batch_size is null or p_batch_size < 1 then
+    raise exception 'usher.delete_old_audit_rows: older_than must be >= 0 and batch_size >= 1 (got %, %)',
+      p_older_than, p_batch_size
+      using errcode = 'invalid_parameter_value';
+  end if;
+  -- Rows are written in requested_at order, so the oldest ids are the oldest requests.
+  delete from usher.api_audit_log a
+  where a.id in (
+    select o.id from usher.api_audit_log o
+    where o.requested_at < now() - p_older_than
+    order by o.id
+    limit p_batch_size);
+  get diagnostics v_deleted = row_count;
+  return v_deleted;
+end
+$$;
+
+comment on function usher.delete_old_audit_rows(interval, integer) is
+  'Retention of usher.api_audit_log: deletes up to p_batch_size rows of admin requests made more than p_older_than ago (oldest first); returns how many. The executor calls it with USHER_AUDIT_RETENTION_DAYS (default 0: kept).';

@@ -25,6 +25,7 @@ const envSchema = z.object({
   USHER_IDLE_LANE_SECONDS: positiveInt.default(300),
   USHER_EVENT_RETENTION_MINUTES: positiveInt.max(525_600).default(60),
   USHER_RETENTION_DAYS: z.coerce.number().nonnegative().max(36500).default(7),
+  USHER_AUDIT_RETENTION_DAYS: z.coerce.number().nonnegative().max(36500).default(0),
   USHER_API_PORT: nonNegativeInt.max(65535).default(8080),
   USHER_API_HOST: z.string().trim().min(1).default('127.0.0.1'),
   USHER_API_TOKENS: z.string().default('').transform((value, ctx) => parseApiTokens(value, ctx)),
@@ -114,6 +115,8 @@ export interface Config {
   readonly eventRetentionSeconds: number;
   /** Ended executions are deleted this many days after they end; 0 keeps them forever. */
   readonly retentionDays: number;
+  /** Rows of the API's audit log are deleted this many days after the request; 0 keeps them forever. */
+  readonly auditRetentionDays: number;
   /** Where `usher api` listens; 0 picks a free port. */
   readonly apiPort: number;
   readonly apiHost: string;
@@ -161,6 +164,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     idleLaneSeconds: e.USHER_IDLE_LANE_SECONDS,
     eventRetentionSeconds: e.USHER_EVENT_RETENTION_MINUTES * 60,
     retentionDays: e.USHER_RETENTION_DAYS,
+    auditRetentionDays: e.USHER_AUDIT_RETENTION_DAYS,
     apiPort: e.USHER_API_PORT,
     apiHost: e.USHER_API_HOST,
     apiTokens: Object.freeze(e.USHER_API_TOKENS.map((token) => Object.freeze({ ...token, ...(token.packs ? { packs: Object.freeze(token.packs) } : {}) }))),

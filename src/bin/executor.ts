@@ -13,6 +13,7 @@ export async function runExecutor(options: { name?: string }): Promise<void> {
     idleLaneSeconds: config.idleLaneSeconds,
     eventRetentionSeconds: config.eventRetentionSeconds,
     retentionDays: config.retentionDays,
+    auditRetentionDays: config.auditRetentionDays,
   }, log);
   lifecycle.onStop(() => executor.stop());
   executor.start();

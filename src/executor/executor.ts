@@ -10,7 +10,7 @@ import { createPool } from '../db/pool.ts';
 import { FailureStreak, type Logger } from '../log.ts';
 import * as calls from '../queue/executor-calls.ts';
 import { Wakeup } from '../wakeup.ts';
-import { deleteExpiredExecutions, RETENTION_INTERVAL_MS } from './retention.ts';
+import { deleteExpiredAuditRows, deleteExpiredExecutions, RETENTION_INTERVAL_MS } from './retention.ts';
 import { fireDueSchedules } from './schedules.ts';
 
 export interface ExecutorOptions {
@@ -24,6 +24,8 @@ export interface ExecutorOptions {
   readonly eventRetentionSeconds?: number;
   /** Ended executions are deleted this many days after they end (default 7); 0 keeps them. */
   readonly retentionDays?: number;
+  /** Rows of the API's audit log are deleted this many days after the request (default 0: kept). */
+  readonly auditRetentionDays?: number;
 }
 
 export class Executor {
@@ -100,7 +102,9 @@ export class Executor {
     // The defaults of USHER_EVENT_RETENTION_MINUTES and USHER_RETENTION_DAYS, for embedders.
     const eventRetentionSeconds = this.options.eventRetentionSeconds ?? 3600;
     const retentionDays = this.options.retentionDays ?? 7;
+    const auditRetentionDays = this.options.auditRetentionDays ?? 0;
     let lastRetention = -Infinity;
+    let lastAuditRetention = -Infinity;
     while (!this.stopping.signal.aborted) {
       try {
         const ended = await calls.expireRunningExecutions(this.pool, this.options.leaseSeconds);
@@ -123,6 +127,11 @@ export class Executor {
         lastRetention = Date.now();
         await deleteExpiredExecutions(this.pool, retentionDays, this.log).catch((error: unknown) =>
           this.log.warn({ event: 'retention:failed', err: error }, 'retention pass failed; retrying next interval'));
+      }
+      if (auditRetentionDays > 0 && Date.now() - lastAuditRetention >= RETENTION_INTERVAL_MS) {
+        lastAuditRetention = Date.now();
+        await deleteExpiredAuditRows(this.pool, auditRetentionDays, this.log).catch((error: unknown) =>
+          this.log.warn({ event: 'retention:audit_failed', err: error }, 'audit log retention pass failed; retrying next interval'));
       }
       // Cron schedules ride on the sweep's clock; a failure here must not hold up the sweep.
       try {

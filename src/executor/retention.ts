@@ -1,11 +1,12 @@
 /**
- * Retention: deletes executions that ended more than USHER_RETENTION_DAYS ago, in batches of their
- * own transactions, so a large backlog never holds locks or bloats one transaction, and a pass is
- * bounded so the sweep it rides on keeps its rhythm.
+ * Retention: deletes executions that ended more than USHER_RETENTION_DAYS ago, and API audit rows
+ * older than USHER_AUDIT_RETENTION_DAYS, in batches of their own transactions, so a large backlog
+ * never holds locks or bloats one transaction, and a pass is bounded so the sweep it rides on
+ * keeps its rhythm.
  */
 import type { Queryable } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
-import { deleteDepartedWorkers, deleteFinishedExecutions } from '../queue/executor-calls.ts';
+import { deleteDepartedWorkers, deleteFinishedExecutions, deleteOldAuditRows } from '../queue/executor-calls.ts';
 
 export const RETENTION_BATCH_SIZE = 1000;
 const MAX_BATCHES_PER_PASS = 20;
@@ -22,5 +23,17 @@ export async function deleteExpiredExecutions(db: Queryable, retentionDays: numb
   if (deleted > 0) log.info({ event: 'retention:deleted', count: deleted, retention_days: retentionDays }, 'deleted ended executions past retention');
   const workers = await deleteDepartedWorkers(db, retentionDays * 86_400);
   if (workers > 0) log.info({ event: 'retention:workers_deleted', count: workers, retention_days: retentionDays }, 'deleted rows of workers gone longer than the retention');
+  return deleted;
+}
+
+/** Deletes rows of usher.api_audit_log older than USHER_AUDIT_RETENTION_DAYS, a bounded number of batches a pass. */
+export async function deleteExpiredAuditRows(db: Queryable, retentionDays: number, log: Logger): Promise<number> {
+  let deleted = 0;
+  for (let batch = 0; batch < MAX_BATCHES_PER_PASS; batch += 1) {
+    const count = await deleteOldAuditRows(db, retentionDays * 86_400, RETENTION_BATCH_SIZE);
+    deleted += count;
+    if (count < RETENTION_BATCH_SIZE) break;
+  }
+  if (deleted > 0) log.info({ event: 'retention:audit_deleted', count: deleted, retention_days: retentionDays }, 'deleted API audit rows past their retention');
   return deleted;
 }

@@ -66,6 +66,13 @@ export async function deleteDepartedWorkers(db: Queryable, olderThanSeconds: num
   return result.rows[0]?.n ?? 0;
 }
 
+/** Retention of the API's audit log: deletes one batch of rows older than `olderThanSeconds`. */
+export async function deleteOldAuditRows(db: Queryable, olderThanSeconds: number, batchSize: number): Promise<number> {
+  const result = await db.query<{ n: number }>(
+    'select usher.delete_old_audit_rows(make_interval(secs => $1), $2) as n', [olderThanSeconds, batchSize]);
+  return result.rows[0]?.n ?? 0;
+}
+
 /** Retention: deletes one batch of executions that ended more than `olderThanSeconds` ago. */
 export async function deleteFinishedExecutions(db: Queryable, olderThanSeconds: number, batchSize: number): Promise<number> {
   const result = await db.query<{ n: number }>(

@@ -1,8 +1,10 @@
 /**
  * Retention: usher.delete_finished_executions deletes ended executions past their time in
  * batches, with their earlier attempts, and nothing else; the executor runs it (USHER_RETENTION_DAYS).
+ * usher.delete_old_audit_rows does the same for the API's audit log (USHER_AUDIT_RETENTION_DAYS).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { killAll, startExecutor } from '../support/processes.ts';
 import { claimOne, completeClaimed, failClaimed, registerTestWorker } from '../support/queue-states.ts';
@@ -92,6 +94,28 @@ describe('usher.delete_departed_workers', () => {
   });
 });
 
+describe('usher.delete_old_audit_rows', () => {
+  it('deletes audit rows older than the interval, oldest first, a batch at a time, and refuses bad arguments', async () => {
+    await t.pool.query(`insert into usher.api_audit_log (requested_at, actor, operation, method, path, request_id)
+      select now() - make_interval(days => d), 'open', 'op-' || d, 'POST', '/x', 'r-' || d from unnest(array[40, 35, 31, 2, 0]) d`);
+    const operations = async () => (await t.pool.query<{ operation: string }>('select operation from usher.api_audit_log order by id'))
+      .rows.map((row) => row.operation);
+    const deleted = async (batch: number) =>
+      (await t.pool.query<{ n: number }>(`select usher.delete_old_audit_rows(interval '30 days', $1) as n`, [batch])).rows[0]!.n;
+    expect(await deleted(2)).toBe(2);
+    expect(await operations()).toEqual(['op-31', 'op-2', 'op-0']);
+    expect(await deleted(2)).toBe(1);
+    expect(await deleted(2)).toBe(0);
+    expect(await operations()).toEqual(['op-2', 'op-0']);
+    for (const [interval, batch] of [['-1 day', 10], ['1 day', 0], [null, 10]] as const) {
+      await expect(t.pool.query('select usher.delete_old_audit_rows($1::interval, $2)', [interval, batch]))
+        .rejects.toThrow(/^usher\.delete_old_audit_rows: older_than must be >= 0 and batch_size >= 1/);
+    }
+    expect(await operations()).toEqual(['op-2', 'op-0']);
+    await t.pool.query('delete from usher.api_audit_log');
+  });
+});
+
 describe('the executor', () => {
   it('deletes executions past USHER_RETENTION_DAYS on its first sweep, and logs how many', async () => {
     const { rows } = await t.pool.query<{ id: string }>(
@@ -105,5 +129,15 @@ describe('the executor', () => {
     expect(logged).toMatchObject({ count: 4, retention_days: 1 });
     expect((await t.pool.query(`select id from usher.executions where id = any($1)`, [rows.map((row) => row.id)])).rows)
       .toEqual([{ id: rows[4]!.id }]);
+  });
+
+  it('deletes audit rows past USHER_AUDIT_RETENTION_DAYS; by default they are kept', async () => {
+    expect(loadConfig({}).auditRetentionDays).toBe(0);
+    await t.pool.query(`insert into usher.api_audit_log (requested_at, actor, operation, method, path, request_id)
+      select now() - make_interval(days => d), 'open', 'op-' || d, 'POST', '/x', 'r-' || d from unnest(array[100, 91, 89]) d`);
+    const executor = await startExecutor(t.url, { USHER_RETENTION_DAYS: '0', USHER_AUDIT_RETENTION_DAYS: '90' });
+    const logged = await waitFor(() => events(executor, 'retention:audit_deleted')[0], { what: 'retention:audit_deleted' });
+    expect(logged).toMatchObject({ count: 2, retention_days: 90 });
+    expect((await t.pool.query('select operation from usher.api_audit_log order by id')).rows).toEqual([{ operation: 'op-89' }]);
   });
 });
