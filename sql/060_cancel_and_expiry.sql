@@ -100,14 +100,13 @@ begin
     return 0;
   end if;
   -- Lock order as everywhere: every lane of the batch first, in key order (as complete_and_claim
-  -- does), then the rows. A row locked here cannot be claimed (claims skip locked rows), so
-  -- cancel_execution, which takes its lane again (already held), ends it as a waiting or admitted
-  -- one; a row claimed or ended since it was read is left alone: running ones are not this
-  -- function's to stop.
-  -- lock_lane creates a lane row that is missing (pruned while idle): locking only the rows that
-  -- exist let an admission create one and take it while this held the rows it wanted (a deadlock
-  -- the concurrency hunt found). A delayed row released into a lane since it was read is skipped
-  -- (its lane is not locked here) and found by the next call.
+  -- does), then the rows. lock_lane creates a lane row that is missing (pruned while idle): locking
+  -- only the lane rows that existed let an admission create one and take it while this held the
+  -- executions it wanted (a deadlock the concurrency hunt found). A row locked here cannot be
+  -- claimed (claims skip locked rows), so cancel_execution, which takes its lane again (already
+  -- held), ends it as a waiting or admitted one. A row claimed or ended since it was read is left
+  -- alone (running ones are not this function's to stop), and a delayed row released into a lane
+  -- since then is skipped (that lane is not locked here) and found by the next call.
   v_lanes := array(select distinct e.lane_key from usher.executions e where e.id = any (v_ids) and e.lane_key is not null order by 1);
   foreach v_lane in array v_lanes loop
     perform usher.lock_lane(v_lane);
