@@ -99,6 +99,10 @@ export async function startEmbedded(options: EmbeddedOptions, log: Logger): Prom
       process.removeListener('exit', killOnExit);
       if (server.exitCode === null && server.signalCode === null) {
         const exited = new Promise((done) => server.once('exit', done));
+        // Unreferenced since start (it must not keep a process alive by itself); while we wait for it
+        // to exit it must, or a process with nothing else left to do ends before the server has shut
+        // down (Node exits with code 13, the await unsettled).
+        server.ref();
         server.kill('SIGINT');
         await exited;
       }
