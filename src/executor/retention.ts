@@ -13,13 +13,19 @@ const MAX_BATCHES_PER_PASS = 20;
 /** How often a pass runs; the first runs on the executor's first sweep. */
 export const RETENTION_INTERVAL_MS = 60_000;
 
-export async function deleteExpiredExecutions(db: Queryable, retentionDays: number, log: Logger): Promise<number> {
+/** Runs one batch of deletions after another until a batch comes back short, at most MAX_BATCHES_PER_PASS; the total deleted. */
+async function deleteInBatches(deleteBatch: (batchSize: number) => Promise<number>): Promise<number> {
   let deleted = 0;
   for (let batch = 0; batch < MAX_BATCHES_PER_PASS; batch += 1) {
-    const count = await deleteFinishedExecutions(db, retentionDays * 86_400, RETENTION_BATCH_SIZE);
+    const count = await deleteBatch(RETENTION_BATCH_SIZE);
     deleted += count;
     if (count < RETENTION_BATCH_SIZE) break;
   }
+  return deleted;
+}
+
+export async function deleteExpiredExecutions(db: Queryable, retentionDays: number, log: Logger): Promise<number> {
+  const deleted = await deleteInBatches((batchSize) => deleteFinishedExecutions(db, retentionDays * 86_400, batchSize));
   if (deleted > 0) log.info({ event: 'retention:deleted', count: deleted, retention_days: retentionDays }, 'deleted ended executions past retention');
   const workers = await deleteDepartedWorkers(db, retentionDays * 86_400);
   if (workers > 0) log.info({ event: 'retention:workers_deleted', count: workers, retention_days: retentionDays }, 'deleted rows of workers gone longer than the retention');
@@ -28,12 +34,7 @@ export async function deleteExpiredExecutions(db: Queryable, retentionDays: numb
 
 /** Deletes rows of usher.api_audit_log older than USHER_AUDIT_RETENTION_DAYS, a bounded number of batches a pass. */
 export async function deleteExpiredAuditRows(db: Queryable, retentionDays: number, log: Logger): Promise<number> {
-  let deleted = 0;
-  for (let batch = 0; batch < MAX_BATCHES_PER_PASS; batch += 1) {
-    const count = await deleteOldAuditRows(db, retentionDays * 86_400, RETENTION_BATCH_SIZE);
-    deleted += count;
-    if (count < RETENTION_BATCH_SIZE) break;
-  }
+  const deleted = await deleteInBatches((batchSize) => deleteOldAuditRows(db, retentionDays * 86_400, batchSize));
   if (deleted > 0) log.info({ event: 'retention:audit_deleted', count: deleted, retention_days: retentionDays }, 'deleted API audit rows past their retention');
   return deleted;
 }
